@@ -1,0 +1,185 @@
+"""Django settings, read from the environment (12-factor).
+
+With no environment at all the project runs on embedded defaults: SQLite and a
+file-based Celery broker under ``var/``, and mail going to a local SMTP sink.
+"""
+
+from pathlib import Path
+
+import dj_database_url
+
+from .env import env_bool, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("DISPATCHER_VAR_DIR", str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", "dev-only-insecure-key-set-DJANGO_SECRET_KEY-in-production")
+DEBUG = env_bool("DJANGO_DEBUG", True)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+ADMINS = [
+    (addr.split("@")[0], addr) for addr in env_list("DJANGO_ADMINS", [])
+]
+SERVER_EMAIL = env_str("DJANGO_SERVER_EMAIL", "dispatcher@localhost")
+DEFAULT_FROM_EMAIL = env_str("DISPATCHER_FROM_EMAIL", "dispatcher@localhost")
+SITE_URL = env_str("DISPATCHER_SITE_URL", "http://127.0.0.1:8000")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_beat",
+    "dispatcher",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web, worker and beat write at once: WAL lets readers run beside the
+    # writer, IMMEDIATE takes the write lock up front (no upgrade deadlock) and
+    # the timeout makes a busy writer wait instead of failing "database is locked".
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+# --- Mail (Django's own mail, e.g. reports to ADMINS) ----------------------------
+EMAIL_HOST = env_str("DISPATCHER_SMTP_HOST", "127.0.0.1")
+EMAIL_PORT = env_int("DISPATCHER_SMTP_PORT", 1025)
+EMAIL_HOST_USER = env_str("DISPATCHER_SMTP_USER", "")
+EMAIL_HOST_PASSWORD = env_str("DISPATCHER_SMTP_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("DISPATCHER_SMTP_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("DISPATCHER_SMTP_USE_SSL", False)
+EMAIL_TIMEOUT = env_int("DISPATCHER_SMTP_TIMEOUT", 30)
+
+# --- Messengers -----------------------------------------------------------------
+# alias -> {"class": dotted path, "options": keyword arguments}. Secrets come
+# from the environment; apps may also register messengers in code (see README).
+DISPATCHER_MESSENGERS: dict[str, dict] = {
+    "smtp": {
+        "class": "messengers.smtp.SMTPMessenger",
+        "options": {
+            "from_email": DEFAULT_FROM_EMAIL,
+            "login": EMAIL_HOST_USER or None,
+            "password": EMAIL_HOST_PASSWORD or None,
+            "host": EMAIL_HOST,
+            "port": EMAIL_PORT,
+            "use_tls": EMAIL_USE_TLS,
+            "use_ssl": EMAIL_USE_SSL,
+            "timeout": EMAIL_TIMEOUT,
+        },
+    },
+}
+
+# --- Delivery engine --------------------------------------------------------------
+DISPATCHER_BATCH_SIZE = env_int("DISPATCHER_BATCH_SIZE", 100)
+DISPATCHER_LEASE_SECONDS = env_int("DISPATCHER_LEASE_SECONDS", 300)
+DISPATCHER_FLUSH_EVERY = env_int("DISPATCHER_FLUSH_EVERY", 20)
+DISPATCHER_FLUSH_SECONDS = env_float("DISPATCHER_FLUSH_SECONDS", 2.0)
+DISPATCHER_REQUEUE_AFTER = env_int("DISPATCHER_REQUEUE_AFTER", 120)
+DISPATCHER_RETRY_LIMIT = env_int("DISPATCHER_RETRY_LIMIT", 8)
+DISPATCHER_RETRY_BASE = env_float("DISPATCHER_RETRY_BASE", 30.0)
+DISPATCHER_RETRY_MAX = env_float("DISPATCHER_RETRY_MAX", 3600.0)
+DISPATCHER_CLEANUP_DAYS = env_int("DISPATCHER_CLEANUP_DAYS", 30)
+DISPATCHER_SWEEP_INTERVAL = env_int("DISPATCHER_SWEEP_INTERVAL", 30)
+
+# --- Celery -----------------------------------------------------------------------
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = VAR_DIR / "broker"
+    for _sub in ("queue", "processed", "control"):
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
+        "store_processed": False,
+    }
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # Redis redelivers an unacknowledged task after this long. Retries are
+        # rows in the database, never long ETAs held by the broker, so this only
+        # has to exceed the longest batch (see CELERY_TASK_TIME_LIMIT).
+        "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
+    }
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 600)
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 540)
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env_float("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", 30.0)
+CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE = True
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_TASK_DEFAULT_QUEUE = "dispatcher"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = TIME_ZONE
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        "dispatcher": {"level": env_str("DISPATCHER_LOG_LEVEL", "INFO")},
+        "messengers": {"level": env_str("DISPATCHER_LOG_LEVEL", "INFO")},
+    },
+}

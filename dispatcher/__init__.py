@@ -1,0 +1,1 @@
+"""Dispatcher: asynchronous notifications for Django on Celery."""

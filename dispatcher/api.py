@@ -1,0 +1,279 @@
+"""The public API: schedule messages, name recipients, register messengers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, models, transaction
+from django.db.models import Case, F, Value, When
+from django.utils import timezone
+
+from messengers.base import MessengerBase
+
+from .exceptions import InvalidRecipient, NoRecipients, UnknownMessageType
+from .messages import MessageBase, PlainTextMessage
+from .models import Dispatch, Message
+from .publish import publish
+from .registry import (
+    get_registered_message_type,
+    get_registered_message_types,
+    get_registered_messenger_object,
+    get_registered_messenger_objects,
+    register_message_types,
+    register_messenger_objects,
+)
+
+__all__ = [
+    "Recipient",
+    "cancel",
+    "get_registered_message_types",
+    "get_registered_messenger_object",
+    "get_registered_messenger_objects",
+    "recipients",
+    "register_message_types",
+    "register_messenger_objects",
+    "schedule_messages",
+    "send_test_message",
+]
+
+BULK_BATCH_SIZE = 2000
+
+
+class Recipient(NamedTuple):
+    """One address for one messenger, and the user it belongs to, if any."""
+
+    messenger: str
+    address: str
+    user: Any = None
+
+
+def _is_single(value: Any) -> bool:
+    return isinstance(value, (str, int, models.Model)) or not isinstance(value, Iterable)
+
+
+def recipients(messenger: str | MessengerBase, addresses: Any) -> list[Recipient]:
+    """Recipients for ``messenger``: one address or user, or a list of them.
+
+    Users are turned into addresses by the messenger's ``get_address``.
+    Raises :class:`UnknownMessenger`, :class:`InvalidRecipient` or
+    :class:`InvalidAddress` with the reason.
+    """
+    if isinstance(messenger, MessengerBase):
+        alias = messenger.alias
+        get_registered_messenger_object(alias)  # must be registered for workers to find it
+    else:
+        alias = messenger
+    messenger_obj = get_registered_messenger_object(alias)
+    items = [addresses] if _is_single(addresses) else list(addresses)
+    user_model = get_user_model()
+    result = []
+    for item in items:
+        user = item if isinstance(item, user_model) else None
+        address = messenger_obj.get_address(item)
+        if user is not None and address in (None, ""):
+            raise InvalidRecipient(f"user {user} has no address for messenger {alias!r}")
+        if address is None:
+            raise InvalidRecipient(f"{item!r} has no address for messenger {alias!r}")
+        result.append(Recipient(alias, messenger_obj.validate_address(address), user))
+    return result
+
+
+def _normalize_messages(messages: Any) -> list[MessageBase]:
+    if isinstance(messages, (str, MessageBase)):
+        messages = [messages]
+    result = []
+    for message in messages:
+        if isinstance(message, str):
+            message = PlainTextMessage(message)
+        if not isinstance(message, MessageBase):
+            raise TypeError(f"{message!r} is neither a string nor a MessageBase instance")
+        if not message.alias:
+            raise UnknownMessageType(message.alias)
+        if get_registered_message_type(message.alias) is not type(message):
+            raise UnknownMessageType(f"{message.alias} ({type(message).__name__})")
+        result.append(message)
+    if not result:
+        raise ValueError("schedule_messages() was given no message")
+    return result
+
+
+def _normalize_recipients(recipients_: Any) -> list[Recipient]:
+    if recipients_ is None:
+        raise NoRecipients("no recipients given: build them with recipients(messenger, addresses)")
+    if isinstance(recipients_, Recipient):
+        recipients_ = [recipients_]
+    flat: list[Recipient] = []
+    for item in recipients_:
+        if isinstance(item, Recipient):
+            flat.append(item)
+        elif isinstance(item, (list, tuple)) and all(isinstance(r, Recipient) for r in item):
+            flat.extend(item)
+        else:
+            raise InvalidRecipient(
+                f"{item!r} is not a recipient: build recipients with recipients(messenger, addresses)"
+            )
+    if not flat:
+        raise NoRecipients("the recipient list is empty")
+    for recipient in flat:
+        get_registered_messenger_object(recipient.messenger)
+    return flat
+
+
+def schedule_messages(
+    messages: Any,
+    recipients: Any = None,
+    sender: Any = None,
+    priority: int | None = None,
+    send_at: datetime | None = None,
+    idempotency_key: str | None = None,
+) -> list[tuple[Message, list[Dispatch]]]:
+    """Schedule one or more messages to recipients; returns ``(message, dispatches)`` pairs.
+
+    ``messages`` is a string (a plain-text message), a MessageBase instance, or
+    a list of them. Everything is validated first; then the Message and
+    Dispatch rows are written in one transaction, and deliver tasks are
+    published once it commits (rows with a future ``send_at`` wait for the
+    requeue sweep). With ``idempotency_key``, a repeated call returns the rows
+    of the first one and writes nothing.
+    """
+    message_objs = _normalize_messages(messages)
+    targets = _normalize_recipients(recipients)
+    for message in message_objs:
+        for recipient in targets:
+            if not message.supports(recipient.messenger):
+                raise InvalidRecipient(
+                    f"message type {message.alias!r} cannot be sent through {recipient.messenger!r}"
+                )
+    if sender is not None and not isinstance(sender, get_user_model()):
+        raise TypeError(f"sender must be a user or None, not {type(sender).__name__}")
+
+    keys = [_idempotency_key(idempotency_key, i) for i in range(len(message_objs))]
+    if idempotency_key:
+        existing = _existing(keys)
+        if existing is not None:
+            return existing
+    try:
+        return _write(message_objs, targets, sender, priority, send_at, keys)
+    except IntegrityError:
+        if not idempotency_key:
+            raise
+        # Another call with the same key committed first: return its rows.
+        existing = _existing(keys)
+        if existing is None:
+            raise
+        return existing
+
+
+def _idempotency_key(key: str | None, index: int) -> str | None:
+    if not key:
+        return None
+    return key if index == 0 else f"{key}#{index}"
+
+
+def _existing(keys: list[str | None]) -> list[tuple[Message, list[Dispatch]]] | None:
+    found = {m.idempotency_key: m for m in Message.objects.filter(idempotency_key__in=keys)}
+    if not found:
+        return None
+    messages = [found[k] for k in keys if k in found]
+    by_message: dict[int, list[Dispatch]] = {m.pk: [] for m in messages}
+    for dispatch in Dispatch.objects.filter(message__in=messages).order_by("id"):
+        by_message[dispatch.message_id].append(dispatch)
+    return [(m, by_message[m.pk]) for m in messages]
+
+
+def _write(
+    message_objs: list[MessageBase],
+    targets: list[Recipient],
+    sender: Any,
+    priority: int | None,
+    send_at: datetime | None,
+    keys: list[str | None],
+) -> list[tuple[Message, list[Dispatch]]]:
+    now = timezone.now()
+    due = send_at or now
+    queued_at = now if due <= now else None
+    with transaction.atomic():
+        rows = Message.objects.bulk_create(
+            [
+                Message(
+                    message_type=m.alias,
+                    context=m.context,
+                    sender=sender,
+                    priority=m.priority if priority is None else priority,
+                    idempotency_key=key,
+                    created=now,
+                )
+                for m, key in zip(message_objs, keys, strict=True)
+            ]
+        )
+        result = []
+        for message in rows:
+            dispatches = [
+                Dispatch(
+                    message=message,
+                    messenger=r.messenger,
+                    recipient=r.user,
+                    address=r.address,
+                    next_attempt_at=due,
+                    queued_at=queued_at,
+                    created=now,
+                )
+                for r in targets
+            ]
+            Dispatch.objects.bulk_create(dispatches, batch_size=BULK_BATCH_SIZE)
+            result.append((message, dispatches))
+        if queued_at is not None:
+            pairs = [(d.messenger, d.pk) for _, ds in result for d in ds]
+            transaction.on_commit(lambda: publish(pairs))
+    return result
+
+
+def send_test_message(alias: str, to: Any, text: str) -> None:
+    """Send ``text`` to ``to`` through messenger ``alias`` now, without the queue.
+
+    Raises the transport's error when it fails.
+    """
+    get_registered_messenger_object(alias).send_test_message(to, text)
+
+
+def cancel(target: Message | Dispatch | Sequence[Dispatch] | models.QuerySet) -> int:
+    """Cancel the pending and erroring dispatches of a message or of dispatches.
+
+    Dispatches already sent, failed or being sent are left as they are.
+    Returns how many were cancelled.
+    """
+    if isinstance(target, Message):
+        qs = Dispatch.objects.filter(message=target)
+    elif isinstance(target, Dispatch):
+        qs = Dispatch.objects.filter(pk=target.pk)
+    elif isinstance(target, models.QuerySet):
+        qs = target
+    else:
+        qs = Dispatch.objects.filter(pk__in=[d.pk for d in target])
+    return qs.filter(status__in=Dispatch.CLAIMABLE).update(
+        status=Dispatch.Status.CANCELLED, queued_at=None
+    )
+
+
+def retry_now(qs: models.QuerySet) -> int:
+    """Make erroring, failed or pending dispatches due now, and publish them."""
+    now = timezone.now()
+    with transaction.atomic():
+        ids = list(
+            qs.filter(
+                status__in=[Dispatch.Status.PENDING, Dispatch.Status.ERROR, Dispatch.Status.FAILED]
+            ).values_list("messenger", "pk")
+        )
+        Dispatch.objects.filter(pk__in=[pk for _, pk in ids]).update(
+            status=Dispatch.Status.PENDING,
+            next_attempt_at=now,
+            queued_at=now,
+            # A failed dispatch gets a fresh set of attempts.
+            attempts=Case(When(status=Dispatch.Status.FAILED, then=Value(0)), default=F("attempts")),
+        )
+        transaction.on_commit(lambda: publish(ids))
+    return len(ids)
+

@@ -1,0 +1,15 @@
+from django.apps import AppConfig
+
+
+class DispatcherConfig(AppConfig):
+    name = "dispatcher"
+    verbose_name = "Dispatcher"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import registry
+
+        # Messengers from settings.DISPATCHER_MESSENGERS and the built-in
+        # message types. Apps register their own in their AppConfig.ready().
+        registry.load_from_settings()
+        from . import beat  # noqa: F401  (connects post_migrate)

@@ -1,0 +1,289 @@
+"""The delivery engine: claim a batch, render, send, record outcomes.
+
+A worker claims its batch with one conditional UPDATE, so two workers handed
+the same ids send each dispatch once. No row lock is held during network I/O;
+the claim token and lease stand in for it. Outcomes are flushed every
+``DISPATCHER_FLUSH_EVERY`` dispatches or ``DISPATCHER_FLUSH_SECONDS``
+seconds, which bounds what a killed worker sends twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from itertools import groupby
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Case, DateTimeField, F, Value, When
+from django.utils import timezone
+
+from messengers.base import MessengerBase
+from messengers.exceptions import PermanentError
+
+from . import signals
+from .exceptions import UnknownMessageType
+from .models import Dispatch, DispatchError
+from .redact import redact
+from .registry import get_registered_message_type, get_registered_messenger_object
+
+logger = logging.getLogger("dispatcher.delivery")
+
+SENT, ERROR, FAILED = "sent", "error", "failed"
+
+
+def backoff_delay(attempt: int, retry_after: float | None = None) -> float:
+    """Seconds before the next attempt: the transport's ``retry_after`` if it
+    gave one, else exponential backoff from DISPATCHER_RETRY_BASE, capped at
+    DISPATCHER_RETRY_MAX, with "equal jitter" so retries of one outage spread out."""
+    if retry_after is not None:
+        return max(0.0, float(retry_after))
+    ceiling = min(settings.DISPATCHER_RETRY_MAX, settings.DISPATCHER_RETRY_BASE * 2 ** max(0, attempt - 1))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+@dataclass
+class Outcome:
+    status: str
+    error: BaseException | str | None = None
+    retry_after: float | None = None
+
+
+@dataclass
+class BatchResult:
+    claimed: int = 0
+    sent: int = 0
+    error: int = 0
+    failed: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class BatchRecorder:
+    """Collects a batch's outcomes and writes them in bulk.
+
+    SENT is sticky: once a dispatch is marked sent, nothing later in the batch
+    changes that. Writes are conditional on the claim token, so a worker whose
+    lease was taken over cannot overwrite the new owner's outcome.
+    """
+
+    def __init__(self, token: uuid.UUID, dispatches: dict[int, Dispatch]):
+        self.token = token
+        self.dispatches = dispatches
+        self.unflushed: dict[int, Outcome] = {}
+        self.outcomes: dict[int, Outcome] = {}
+        self.flush_every = settings.DISPATCHER_FLUSH_EVERY
+        self.flush_seconds = settings.DISPATCHER_FLUSH_SECONDS
+        self.last_flush = time.monotonic()
+        self.result = BatchResult(claimed=len(dispatches))
+
+    # -- OutcomeRecorder ---------------------------------------------------------
+    def sent(self, dispatch: Any) -> None:
+        self._record(dispatch, Outcome(SENT))
+
+    def error(self, dispatch: Any, error: BaseException | str, retry_after: float | None) -> None:
+        self._record(dispatch, Outcome(ERROR, error, retry_after))
+
+    def failed(self, dispatch: Any, error: BaseException | str) -> None:
+        self._record(dispatch, Outcome(FAILED, error))
+
+    def exception(self, dispatch: Any, error: BaseException) -> None:
+        if isinstance(error, PermanentError):
+            self.failed(dispatch, error)
+        else:
+            self.error(dispatch, error, getattr(error, "retry_after", None))
+
+    def _record(self, dispatch: Any, outcome: Outcome) -> None:
+        pk = dispatch.pk
+        if pk not in self.dispatches:
+            raise ValueError(f"dispatch {pk} is not part of this batch")
+        previous = self.outcomes.get(pk)
+        if previous is not None and (previous.status == SENT or outcome.status != SENT):
+            return  # first outcome wins, except that SENT overrides an error
+        self.outcomes[pk] = outcome
+        self.unflushed[pk] = outcome
+        self.maybe_flush()
+
+    def is_marked(self, dispatch: Any) -> bool:
+        return dispatch.pk in self.outcomes
+
+    # -- writing -----------------------------------------------------------------
+    def maybe_flush(self) -> None:
+        if (
+            len(self.unflushed) >= self.flush_every
+            or time.monotonic() - self.last_flush >= self.flush_seconds
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.unflushed:
+            return
+        outcomes, self.unflushed = self.unflushed, {}
+        self.last_flush = time.monotonic()
+        now = timezone.now()
+        sent_ids: list[int] = []
+        failed: list[tuple[Dispatch, Outcome]] = []
+        retry: list[tuple[Dispatch, Outcome, Any]] = []
+        for pk, outcome in outcomes.items():
+            dispatch = self.dispatches[pk]
+            if outcome.status == SENT:
+                sent_ids.append(pk)
+            elif outcome.status == FAILED or dispatch.attempts >= _retry_limit(dispatch):
+                failed.append((dispatch, outcome))
+            else:
+                delay = backoff_delay(dispatch.attempts, outcome.retry_after)
+                retry.append((dispatch, outcome, now + timedelta(seconds=delay)))
+
+        owned = Dispatch.objects.filter(claim_token=self.token, status=Dispatch.Status.PROCESSING)
+        released = {"lease_expires_at": None, "claim_token": None}
+        with transaction.atomic():
+            if sent_ids:
+                owned.filter(pk__in=sent_ids).update(
+                    status=Dispatch.Status.SENT, dispatched_at=now, **released
+                )
+            if failed:
+                owned.filter(pk__in=[d.pk for d, _ in failed]).update(
+                    status=Dispatch.Status.FAILED, **released
+                )
+            if retry:
+                owned.filter(pk__in=[d.pk for d, _, _ in retry]).update(
+                    status=Dispatch.Status.ERROR,
+                    queued_at=None,
+                    next_attempt_at=Case(
+                        *[When(pk=d.pk, then=Value(at)) for d, _, at in retry],
+                        output_field=DateTimeField(),
+                    ),
+                    **released,
+                )
+            errors = [(d, o, True) for d, o in failed] + [(d, o, False) for d, o, _ in retry]
+            DispatchError.objects.bulk_create(
+                [_error_row(d, o, final, now) for d, o, final in errors]
+            )
+            sent_objs = [self.dispatches[pk] for pk in sent_ids]
+            failed_objs = [d for d, _ in failed]
+            retry_objs = [d for d, _, _ in retry]
+            transaction.on_commit(lambda: signals.send_outcomes(sent_objs, failed_objs, retry_objs))
+        self.result.sent += len(sent_ids)
+        self.result.failed += len(failed)
+        self.result.error += len(retry)
+        for dispatch, outcome in [(self.dispatches[pk], outcomes[pk]) for pk in sent_ids]:
+            logger.info(
+                "dispatch %s sent via %s (attempt %s)", dispatch.pk, dispatch.messenger, dispatch.attempts,
+                extra={"dispatch_id": dispatch.pk, "messenger": dispatch.messenger,
+                       "attempt": dispatch.attempts, "outcome": outcome.status},
+            )
+        for dispatch, outcome, _final in errors:
+            logger.warning(
+                "dispatch %s attempt %s: %s", dispatch.pk, dispatch.attempts, _error_text(outcome.error),
+                extra={"dispatch_id": dispatch.pk, "messenger": dispatch.messenger,
+                       "attempt": dispatch.attempts, "outcome": outcome.status},
+            )
+
+
+def _retry_limit(dispatch: Dispatch) -> int:
+    try:
+        return get_registered_message_type(dispatch.message.message_type).get_retry_limit()
+    except UnknownMessageType:
+        return settings.DISPATCHER_RETRY_LIMIT
+
+
+def _error_text(error: BaseException | str | None) -> str:
+    return redact(str(error) if error is not None else "")
+
+
+def _error_row(dispatch: Dispatch, outcome: Outcome, final: bool, now: Any) -> DispatchError:
+    error = outcome.error
+    error_class = type(error).__name__ if isinstance(error, BaseException) else "Error"
+    return DispatchError(
+        dispatch=dispatch,
+        attempt=dispatch.attempts,
+        error_class=error_class,
+        text=_error_text(error)[:4000],
+        permanent=final,
+        created=now,
+    )
+
+
+def claim(alias: str, ids: list[int], token: uuid.UUID) -> int:
+    """Take the due, claimable rows among ``ids`` with one conditional UPDATE."""
+    now = timezone.now()
+    return Dispatch.objects.filter(
+        pk__in=ids, messenger=alias, status__in=Dispatch.CLAIMABLE, next_attempt_at__lte=now
+    ).update(
+        status=Dispatch.Status.PROCESSING,
+        claim_token=token,
+        lease_expires_at=now + timedelta(seconds=settings.DISPATCHER_LEASE_SECONDS),
+        attempts=F("attempts") + 1,
+    )
+
+
+def deliver_batch(alias: str, ids: list[int]) -> BatchResult:
+    """Deliver the dispatches ``ids`` through messenger ``alias``."""
+    messenger = get_registered_messenger_object(alias)
+    token = uuid.uuid4()
+    if not claim(alias, ids, token):
+        return BatchResult()
+    rows = list(
+        Dispatch.objects.filter(claim_token=token)
+        .select_related("message", "recipient")
+        .order_by("message_id", "id")
+    )
+    recorder = BatchRecorder(token, {d.pk: d for d in rows})
+    run_batch(messenger, recorder, rows)
+    return recorder.result
+
+
+def run_batch(messenger: MessengerBase, recorder: BatchRecorder, rows: list[Dispatch]) -> None:
+    batch = messenger.for_batch(recorder)
+    try:
+        try:
+            batch.before_send()
+        except Exception as exc:
+            logger.warning("%s: before_send failed: %s", messenger.alias, redact(str(exc)))
+            for dispatch in rows:
+                recorder.exception(dispatch, exc)
+            return
+        for _, group in groupby(rows, key=lambda d: d.message_id):
+            dispatches = list(group)
+            _send_message(batch, recorder, dispatches)
+    finally:
+        try:
+            batch.after_send()
+        except Exception as exc:
+            # Nothing already marked changes: a failed disconnect is not a failed send.
+            logger.warning("%s: after_send failed: %s", messenger.alias, redact(str(exc)))
+        recorder.flush()
+
+
+def _send_message(batch: MessengerBase, recorder: BatchRecorder, dispatches: list[Dispatch]) -> None:
+    message = dispatches[0].message
+    try:
+        message_cls = get_registered_message_type(message.message_type)
+    except UnknownMessageType as exc:
+        for dispatch in dispatches:
+            recorder.failed(dispatch, exc)
+        return
+    ready = []
+    for dispatch in dispatches:
+        try:
+            dispatch.rendered = message_cls.render(message, dispatch)
+        except Exception as exc:
+            recorder.failed(dispatch, PermanentError(f"rendering failed: {type(exc).__name__}: {exc}"))
+        else:
+            ready.append(dispatch)
+    if not ready:
+        return
+    try:
+        batch.send(message_cls, message, ready)
+    except Exception as exc:
+        for dispatch in ready:
+            if not recorder.is_marked(dispatch):
+                recorder.exception(dispatch, exc)
+    else:
+        for dispatch in ready:
+            if not recorder.is_marked(dispatch):
+                recorder.error(dispatch, "the messenger returned without marking this dispatch", None)

@@ -1,0 +1,146 @@
+"""Periodic sweeps that bring back what was lost, stuck or is due again.
+
+Each one works in bounded chunks, so a backlog of millions of rows never
+loads at once. They run from beat (see ``dispatcher.beat``) and as
+management commands.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.mail import mail_admins
+from django.db import transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from .delivery import backoff_delay
+from .models import Dispatch, DispatchError, Message
+from .publish import publish
+from .registry import get_registered_message_types
+
+logger = logging.getLogger("dispatcher.sweeps")
+
+CHUNK = 1000
+
+
+def requeue_due(limit: int = 100_000) -> int:
+    """Publish due pending/error dispatches that no live task holds.
+
+    A row counts as held while its ``queued_at`` is younger than
+    DISPATCHER_REQUEUE_AFTER; older ones (the broker lost the task, or a retry
+    became due) are published again. A duplicate task is harmless: only one
+    claim can win.
+    """
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.DISPATCHER_REQUEUE_AFTER)
+    total = 0
+    while total < limit:
+        with transaction.atomic():
+            pairs = list(
+                Dispatch.objects.filter(status__in=Dispatch.CLAIMABLE, next_attempt_at__lte=now)
+                .filter(Q(queued_at__isnull=True) | Q(queued_at__lt=stale))
+                .order_by("next_attempt_at")
+                .values_list("messenger", "pk")[: min(CHUNK * 10, limit - total)]
+            )
+            if not pairs:
+                break
+            Dispatch.objects.filter(pk__in=[pk for _, pk in pairs]).update(queued_at=now)
+            transaction.on_commit(lambda pairs=pairs: publish(pairs))
+        total += len(pairs)
+    if total:
+        logger.info("requeued %d due dispatches", total)
+    return total
+
+
+def reclaim_expired_leases() -> int:
+    """Return PROCESSING rows whose lease expired (their worker died) to ERROR.
+
+    The attempt counts; a row out of attempts becomes FAILED.
+    """
+    now = timezone.now()
+    limits = {alias: cls.get_retry_limit() for alias, cls in get_registered_message_types().items()}
+    total = 0
+    while True:
+        rows = list(
+            Dispatch.objects.filter(status=Dispatch.Status.PROCESSING, lease_expires_at__lt=now)
+            .values_list("pk", "attempts", "message__message_type")[:CHUNK]
+        )
+        if not rows:
+            break
+        exhausted = [pk for pk, att, mt in rows if att >= limits.get(mt, settings.DISPATCHER_RETRY_LIMIT)]
+        again = [pk for pk, att, mt in rows if pk not in set(exhausted)]
+        expired = Dispatch.objects.filter(status=Dispatch.Status.PROCESSING, lease_expires_at__lt=now)
+        released = {"lease_expires_at": None, "claim_token": None, "queued_at": None}
+        with transaction.atomic():
+            done_failed = expired.filter(pk__in=exhausted).update(status=Dispatch.Status.FAILED, **released)
+            delay = timedelta(seconds=backoff_delay(1))
+            done_again = expired.filter(pk__in=again).update(
+                status=Dispatch.Status.ERROR, next_attempt_at=now + delay, **released
+            )
+            DispatchError.objects.bulk_create(
+                [
+                    DispatchError(
+                        dispatch_id=pk, attempt=att, error_class="LeaseExpired",
+                        text="the worker holding this dispatch stopped before reporting an outcome",
+                        permanent=pk in exhausted, created=now,
+                    )
+                    for pk, att, _ in rows
+                ]
+            )
+        total += done_failed + done_again
+    if total:
+        logger.warning("reclaimed %d dispatches with expired leases", total)
+    return total
+
+
+def cleanup_sent(days: int | None = None, chunk: int = CHUNK) -> int:
+    """Delete SENT dispatches older than ``days`` (and messages left empty), in chunks."""
+    days = settings.DISPATCHER_CLEANUP_DAYS if days is None else days
+    cutoff = timezone.now() - timedelta(days=days)
+    total = 0
+    while True:
+        ids = list(
+            Dispatch.objects.filter(status=Dispatch.Status.SENT, dispatched_at__lt=cutoff)
+            .values_list("pk", flat=True)[:chunk]
+        )
+        if not ids:
+            break
+        Dispatch.objects.filter(pk__in=ids).delete()
+        total += len(ids)
+    while True:
+        empty = list(
+            Message.objects.filter(created__lt=cutoff, dispatches__isnull=True)
+            .values_list("pk", flat=True)[:chunk]
+        )
+        if not empty:
+            break
+        Message.objects.filter(pk__in=empty).delete()
+    return total
+
+
+def report_undelivered(hours: int = 24) -> int:
+    """Mail ADMINS a summary of dispatches that FAILED in the last ``hours``.
+
+    Returns how many failed. Nothing is mailed when none did.
+    """
+    since = timezone.now() - timedelta(hours=hours)
+    failed = Dispatch.objects.filter(status=Dispatch.Status.FAILED, errors__created__gte=since).distinct()
+    counts = list(failed.values("messenger").annotate(n=Count("pk", distinct=True)).order_by("messenger"))
+    total = sum(row["n"] for row in counts)
+    if not total:
+        return 0
+    lines = [f"{total} dispatches failed in the last {hours} hours.", ""]
+    lines += [f"  {row['messenger']}: {row['n']}" for row in counts]
+    lines += ["", "Latest reasons:"]
+    for error in (
+        DispatchError.objects.filter(permanent=True, created__gte=since)
+        .select_related("dispatch")
+        .order_by("-created")[:20]
+    ):
+        d = error.dispatch
+        lines.append(f"  #{d.pk} {d.messenger}:{d.address} attempt {error.attempt}: {error.text[:200]}")
+    mail_admins(f"{total} undelivered dispatches", "\n".join(lines), fail_silently=False)
+    return total

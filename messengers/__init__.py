@@ -1,0 +1,1 @@
+"""Transports. Each module speaks one protocol; ``base`` holds the contract."""

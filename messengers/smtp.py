@@ -1,0 +1,181 @@
+"""E-mail over SMTP, on smtplib; one connection per batch."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import ssl
+import uuid
+from collections.abc import Sequence
+from email.message import EmailMessage
+from email.utils import formatdate, parseaddr
+from typing import Any
+
+from .base import MessengerBase
+from .exceptions import InvalidAddress, MessengerConfigurationError, PermanentError, TemporaryError
+
+
+def classify_smtp_error(exc: BaseException) -> Exception:
+    """Map an smtplib error to a Temporary/PermanentError (5xx replies are permanent)."""
+    code = None
+    detail = str(exc)
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        code, reply = next(iter(exc.recipients.values()), (None, b""))
+        detail = f"recipient refused: {code} {_text(reply)}"
+    elif isinstance(exc, smtplib.SMTPResponseException):
+        code = exc.smtp_code
+        detail = f"{code} {_text(exc.smtp_error)}"
+    if isinstance(code, int) and 500 <= code < 600:
+        return PermanentError(f"SMTP {detail}")
+    return TemporaryError(f"SMTP {type(exc).__name__}: {detail}")
+
+
+def _text(reply: Any) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+
+
+class SMTPMessenger(MessengerBase):
+    """Sends e-mail through an SMTP server.
+
+    ``SMTPMessenger('from@example.org', 'user1', 'user1password',
+    host='smtp.example.org', use_tls=True)``. With ``use_tls`` the server must
+    offer STARTTLS: if it does not, the batch fails and the login is never sent
+    in plaintext.
+    """
+
+    alias = "smtp"
+    title = "E-mail"
+
+    def __init__(
+        self,
+        from_email: str | None = None,
+        login: str | None = None,
+        password: str | None = None,
+        host: str = "localhost",
+        port: int | None = None,
+        use_tls: bool = False,
+        use_ssl: bool = False,
+        timeout: float | None = 30,
+        ssl_context: ssl.SSLContext | None = None,
+        ca_file: str | None = None,
+    ) -> None:
+        if use_tls and use_ssl:
+            raise MessengerConfigurationError("smtp: use_tls and use_ssl are exclusive")
+        self.from_email = from_email or "dispatcher@localhost"
+        self.login = login
+        self.password = password
+        self.host = host or "localhost"
+        self.port = port or (465 if use_ssl else 25)
+        self.use_tls = use_tls
+        self.use_ssl = use_ssl
+        self.timeout = timeout
+        self.ssl_context = ssl_context or ssl.create_default_context(cafile=ca_file)
+        self.connection: smtplib.SMTP | None = None
+
+    def __repr__(self) -> str:
+        return f"<SMTPMessenger {self.host}:{self.port} from={self.from_email}>"
+
+    @classmethod
+    def get_address(cls, recipient: Any) -> Any:
+        return getattr(recipient, "email", recipient)
+
+    def validate_address(self, address: Any) -> str:
+        address = super().validate_address(address)
+        _, addr = parseaddr(address)
+        local, _, domain = addr.rpartition("@")
+        if not local or not domain or " " in addr or addr != address:
+            raise InvalidAddress(f"smtp: {address!r} is not an e-mail address")
+        return address
+
+    # -- connection --------------------------------------------------------------
+    def before_send(self) -> None:
+        self.connection = self._connect()
+
+    def after_send(self) -> None:
+        connection, self.connection = self.connection, None
+        if connection is None:
+            return
+        try:
+            connection.quit()
+        except (smtplib.SMTPException, OSError):
+            connection.close()
+
+    def _connect(self) -> smtplib.SMTP:
+        try:
+            if self.use_ssl:
+                conn: smtplib.SMTP = smtplib.SMTP_SSL(
+                    self.host, self.port, timeout=self.timeout, context=self.ssl_context
+                )
+            else:
+                conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            conn.ehlo()
+            if self.use_tls:
+                if not conn.has_extn("starttls"):
+                    conn.close()
+                    raise PermanentError(
+                        f"SMTP server {self.host}:{self.port} does not offer STARTTLS and "
+                        "use_tls is set: refusing to continue without TLS"
+                    )
+                conn.starttls(context=self.ssl_context)
+                conn.ehlo()
+            if self.login:
+                conn.login(self.login, self.password or "")
+            return conn
+        except smtplib.SMTPAuthenticationError as exc:
+            raise PermanentError(f"SMTP authentication failed: {exc.smtp_code}") from exc
+        except ssl.SSLCertVerificationError as exc:
+            raise PermanentError(
+                f"SMTP server {self.host}:{self.port} certificate not trusted: {exc}"
+            ) from exc
+        except (smtplib.SMTPException, OSError, socket.timeout) as exc:
+            raise classify_smtp_error(exc) from exc
+
+    # -- sending -----------------------------------------------------------------
+    def build_email(self, dispatch: Any) -> EmailMessage:
+        rendered = dispatch.rendered
+        mail = EmailMessage()
+        mail["From"] = self.from_email
+        mail["To"] = dispatch.address
+        mail["Subject"] = rendered.subject
+        mail["Date"] = formatdate(localtime=False)
+        mail["Message-ID"] = self.message_id(dispatch)
+        for name, value in rendered.headers.items():
+            mail[name] = value
+        mail.set_content(rendered.text or "")
+        if rendered.html:
+            mail.add_alternative(rendered.html, subtype="html")
+        return mail
+
+    def message_id(self, dispatch: Any) -> str:
+        """Stable per dispatch, so a retried send is recognisable as the same mail."""
+        domain = self.from_email.rpartition("@")[2] or "localhost"
+        if dispatch.pk:
+            return f"<dispatch-{dispatch.pk}.{dispatch.message_id}@{domain}>"
+        return f"<test-{uuid.uuid4().hex}@{domain}>"
+
+    def send(self, message_cls: Any, message_model: Any, dispatch_models: Sequence[Any]) -> None:
+        for dispatch in dispatch_models:
+            if self.connection is None:
+                self.connection = self._connect()
+            try:
+                self.connection.send_message(self.build_email(dispatch))
+            except smtplib.SMTPServerDisconnected as exc:
+                # The connection is gone: this dispatch is retried later, the
+                # next one gets a fresh connection.
+                self.connection = None
+                self.mark_error(dispatch, classify_smtp_error(exc))
+            except smtplib.SMTPException as exc:
+                self.mark_exception(dispatch, classify_smtp_error(exc))
+                self._reset()
+            except OSError as exc:  # SMTPException is an OSError: keep this last
+                self.connection = None
+                self.mark_error(dispatch, classify_smtp_error(exc))
+            else:
+                self.mark_sent(dispatch)
+
+    def _reset(self) -> None:
+        try:
+            if self.connection is not None:
+                self.connection.rset()
+        except (smtplib.SMTPException, OSError):
+            self.connection = None
