@@ -103,6 +103,7 @@ class EmailTextMessage(MessageBase):
 
     alias = "email_plain"
     title = "E-mail (text)"
+    supported_messengers = ("smtp", "postmark")
 
     def __init__(self, subject: str, text_or_context: str | dict[str, Any], template_path: str | None = None):
         context = {"text": text_or_context} if isinstance(text_or_context, str) else dict(text_or_context)
@@ -118,6 +119,7 @@ class EmailHtmlMessage(MessageBase):
 
     alias = "email_html"
     title = "E-mail (HTML)"
+    supported_messengers = ("smtp", "postmark")
 
     def __init__(self, subject: str, html_or_context: str | dict[str, Any], template_path: str | None = None):
         if isinstance(html_or_context, str):

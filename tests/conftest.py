@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from django.conf import settings
+
+from dispatcher import registry
+from dispatcher.registry import register_messenger_objects
+from messengers.smtp import SMTPMessenger
+from tests.services import SMTPServer, Worker, purge_broker, worker_env
+
+
+def pytest_report_header(config):
+    return (
+        f"dispatcher test profile: {settings.PROFILE}; database: "
+        f"{settings.DATABASES['default']['ENGINE']}; broker: {settings.CELERY_BROKER_URL}"
+    )
+
+
+@pytest.fixture(autouse=True)
+def _restore_registries() -> Iterator[None]:
+    """Messengers and message types registered by a test are gone after it."""
+    messengers = dict(registry._messengers)
+    message_types = dict(registry._message_types)
+    yield
+    registry._messengers.clear()
+    registry._messengers.update(messengers)
+    registry._message_types.clear()
+    registry._message_types.update(message_types)
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SMTPServer]:
+    """A real aiosmtpd server; the ``smtp`` messenger points to it for the test."""
+    server = SMTPServer()
+    register_messenger_objects(SMTPMessenger("noreply@example.org", host="127.0.0.1", port=server.port))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def workers(transactional_db) -> Iterator:
+    """Start real Celery worker processes: ``workers(smtp_port=..., concurrency=...)``."""
+    started: list[Worker] = []
+    purge_broker()
+
+    def start(name: str = "w", smtp_port: int | None = None, concurrency: int = 2,
+              queues: str | None = None, **env: str) -> Worker:
+        worker = Worker(name, worker_env(smtp_port, **env), concurrency, queues)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+    purge_broker()

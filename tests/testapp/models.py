@@ -1,0 +1,1 @@
+"""Models the tests use to play an application (the seeds' examples)."""
