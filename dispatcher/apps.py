@@ -12,4 +12,4 @@ class DispatcherConfig(AppConfig):
         # Messengers from settings.DISPATCHER_MESSENGERS and the built-in
         # message types. Apps register their own in their AppConfig.ready().
         registry.load_from_settings()
-        from . import beat  # noqa: F401  (connects post_migrate)
+        from . import beat, sqlite  # noqa: F401  (connect their signal receivers)
