@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import smtplib
-import socket
 import ssl
 import uuid
 from collections.abc import Sequence
@@ -55,7 +54,7 @@ class SMTPMessenger(MessengerBase):
         port: int | None = None,
         use_tls: bool = False,
         use_ssl: bool = False,
-        timeout: float | None = 30,
+        timeout: float = 30,
         ssl_context: ssl.SSLContext | None = None,
         ca_file: str | None = None,
     ) -> None:
@@ -127,7 +126,7 @@ class SMTPMessenger(MessengerBase):
             raise PermanentError(
                 f"SMTP server {self.host}:{self.port} certificate not trusted: {exc}"
             ) from exc
-        except (smtplib.SMTPException, OSError, socket.timeout) as exc:
+        except (TimeoutError, smtplib.SMTPException, OSError) as exc:
             raise classify_smtp_error(exc) from exc
 
     # -- sending -----------------------------------------------------------------

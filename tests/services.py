@@ -16,7 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
-from dispatcher.smtp_sink import SinkHandler, start_sink
+from dispatcher.smtp_sink import SinkHandler
 
 BASE = Path(__file__).resolve().parent.parent
 

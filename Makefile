@@ -1,0 +1,36 @@
+# The two commands a fresh clone needs: `make run` and `make test`.
+SHELL := /bin/bash
+UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
+PY := $(UV) run --frozen
+
+.PHONY: install run test test-services test-embedded lint bench migrate clean
+
+install:
+	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || python3 -m pip install --quiet uv
+	$(UV) sync --frozen
+
+migrate: install
+	$(PY) python manage.py migrate --noinput
+
+run: migrate
+	$(PY) python manage.py dispatcher_devrun
+
+lint: install
+	$(PY) ruff check .
+	$(PY) mypy .
+
+# The suite runs twice: on PostgreSQL + Redis (when reachable; required with
+# REQUIRE_SERVICES=1), and on the embedded defaults (SQLite + file broker).
+test: install lint test-services test-embedded
+
+test-services:
+	$(PY) pytest
+
+test-embedded:
+	DISPATCHER_TEST_PROFILE=embedded $(PY) pytest
+
+bench: install
+	$(PY) python -m bench
+
+clean:
+	rm -rf var .venv
