@@ -35,6 +35,7 @@ __all__ = [
     "recipients",
     "register_message_types",
     "register_messenger_objects",
+    "retry_now",
     "schedule_messages",
     "send_test_message",
 ]
@@ -272,7 +273,11 @@ def retry_now(qs: models.QuerySet) -> int:
             next_attempt_at=now,
             queued_at=now,
             # A failed dispatch gets a fresh set of attempts.
-            attempts=Case(When(status=Dispatch.Status.FAILED, then=Value(0)), default=F("attempts")),
+            attempts=Case(
+                When(status=Dispatch.Status.FAILED, then=Value(0)),
+                default=F("attempts"),
+                output_field=models.PositiveIntegerField(),
+            ),
         )
         transaction.on_commit(lambda: publish(ids))
     return len(ids)

@@ -4,6 +4,9 @@ Production settings plus the tests' own messengers and models; the database,
 broker and SMTP port come from the environment the test fixtures set.
 """
 
+import json
+import os
+
 from config.settings import *  # noqa: F403
 from config.settings import DISPATCHER_MESSENGERS, INSTALLED_APPS
 
@@ -14,3 +17,7 @@ DISPATCHER_MESSENGERS = {
     "mymessenger": {"class": "tests.seed_messenger.MyMessenger", "options": {}},
     "flaky": {"class": "tests.testapp.messengers.ScriptedMessenger", "options": {}},
 }
+
+# Tests configure extra messengers (pointing at their own loopback servers) in
+# worker processes through the environment: {"alias": {"class": ..., "options": ...}}.
+DISPATCHER_MESSENGERS.update(json.loads(os.environ.get("TEST_EXTRA_MESSENGERS", "{}")))
