@@ -4,4 +4,5 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("dispatcher/", include("dispatcher.urls")),
+    path("messages/", include("dispatcher.inbox.urls")),
 ]

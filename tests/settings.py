@@ -14,7 +14,8 @@ from urllib.parse import urlparse
 BASE = Path(__file__).resolve().parent.parent
 PROFILE = os.environ.get("DISPATCHER_TEST_PROFILE", "services")
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES", "") not in ("", "0")
-TEST_VAR = BASE / "var" / f"test-{PROFILE}"
+# DISPATCHER_TEST_VAR lets two test runs on one machine keep apart.
+TEST_VAR = Path(os.environ.get("DISPATCHER_TEST_VAR", BASE / "var" / f"test-{PROFILE}"))
 os.environ["DISPATCHER_VAR_DIR"] = str(TEST_VAR)
 
 

@@ -1,0 +1,1 @@
+"""User-to-user messages: the postman API, the directmessages Inbox, a JSON API."""
