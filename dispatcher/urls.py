@@ -1,5 +1,7 @@
-from django.urls import path  # noqa: F401
+from django.urls import include, path
 
 app_name = "dispatcher"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("api/", include("dispatcher.inbox.api_urls")),
+]

@@ -1,0 +1,5 @@
+"""JSON API, mounted as the ``dispatcher:api`` namespace."""
+
+app_name = "api"
+
+urlpatterns: list = []
