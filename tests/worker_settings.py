@@ -16,6 +16,14 @@ DISPATCHER_MESSENGERS = {
     **DISPATCHER_MESSENGERS,
     "mymessenger": {"class": "tests.seed_messenger.MyMessenger", "options": {}},
     "flaky": {"class": "tests.testapp.messengers.ScriptedMessenger", "options": {}},
+    "broken_before": {"class": "tests.testapp.messengers.ScriptedMessenger",
+                      "options": {"fail_in": "before_send"}},
+    "broken_send": {"class": "tests.testapp.messengers.ScriptedMessenger",
+                    "options": {"fail_in": "send", "fail_after": 3}},
+    "broken_after": {"class": "tests.testapp.messengers.ScriptedMessenger",
+                     "options": {"fail_in": "after_send"}},
+    "interrupted": {"class": "tests.testapp.messengers.ScriptedMessenger",
+                    "options": {"fail_in": "interrupt", "fail_after": 2}},
 }
 
 # Tests configure extra messengers (pointing at their own loopback servers) in
