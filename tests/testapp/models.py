@@ -11,6 +11,9 @@ class Event(models.Model):
     title = models.CharField(max_length=200)
     subscribers = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="+")
 
+    def __str__(self) -> str:
+        return self.title
+
 
 class Profile(models.Model):
     """django_notifications' example model."""
@@ -22,8 +25,14 @@ class Profile(models.Model):
     date_created = models.DateTimeField(auto_now_add=True)
     date_updated = models.DateTimeField(auto_now=True)
 
+    def __str__(self) -> str:
+        return self.full_name
+
 
 class Unwatched(models.Model):
     """A model nobody subscribes to."""
 
     name = models.CharField(max_length=50)
+
+    def __str__(self) -> str:
+        return self.name
