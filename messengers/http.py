@@ -1,0 +1,320 @@
+"""The shared base of the HTTP messengers, on ``requests``.
+
+It does the work every HTTP provider needs, so that a provider module only
+says how to build its request and how to read its answer (the shape of
+django-anymail's provider layer):
+
+- one ``requests.Session`` per batch, opened in ``before_send`` and closed in
+  ``after_send`` (connections are reused within a batch, never shared between
+  concurrent batches);
+- ``proxy=``: a dict like requests' ``proxies`` (``{"https": "socks5://user:pass@host:1080"}``),
+  one URL for every scheme, or a callable returning either (called once per
+  batch, so proxies can rotate); ``http``/``https`` proxies, and
+  ``socks5``/``socks5h`` through PySocks (``socks5h`` resolves names on the proxy);
+- connect and read timeouts; an ``api_base`` override (a local Telegram Bot API
+  server, ``api.vk.ru``, a test server);
+- mapping of transport failures and HTTP answers to ``TemporaryError``
+  (with ``retry_after``) and ``PermanentError``; a rate-limit answer defers the
+  rest of the batch too, instead of hammering a provider that asked us to wait;
+- secrets kept out of texts: every messenger registers its secrets with
+  :func:`dispatcher.redact.register_secret`, error texts name an endpoint, never
+  a full URL, and log records of urllib3/oauthlib (which print URLs and
+  Authorization headers at DEBUG) are redacted.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeAlias
+
+import requests
+
+from dispatcher.redact import redact, register_secret
+
+from .base import MessengerBase
+from .exceptions import MessengerConfigurationError, MessengerError, PermanentError, TemporaryError
+
+logger = logging.getLogger("messengers.http")
+
+ProxyValue: TypeAlias = Mapping[str, str] | str | None
+ProxySpec: TypeAlias = ProxyValue | Callable[[], ProxyValue]
+
+PROXY_SCHEMES = ("http", "https", "socks5", "socks5h", "socks4", "socks4a")
+
+
+class RateLimited(TemporaryError):
+    """The provider asked us to slow down: the rest of the batch waits as well."""
+
+
+class _RedactingFilter(logging.Filter):
+    """Masks secrets in records of libraries that log URLs and auth headers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken record is not ours to fix
+            return True
+        masked = redact(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
+_REDACTING_FILTER = _RedactingFilter()
+for _name in (
+    "urllib3.connectionpool",
+    "urllib3.poolmanager",
+    "urllib3.util.retry",
+    "urllib3.contrib.socks",
+    "requests_oauthlib.oauth1_auth",
+    "requests_oauthlib.oauth1_session",
+    "oauthlib.oauth1.rfc5849",
+    "oauthlib.oauth1.rfc5849.signature",
+):
+    logging.getLogger(_name).addFilter(_REDACTING_FILTER)
+
+
+def normalize_proxies(proxy: ProxyValue) -> dict[str, str] | None:
+    """requests' ``proxies`` dict from a dict or one URL; registers proxy passwords as secrets."""
+    if proxy is None or proxy == "" or proxy == {}:
+        return None
+    if isinstance(proxy, str):
+        proxy = {"http": proxy, "https": proxy}
+    if not isinstance(proxy, Mapping):
+        raise MessengerConfigurationError(
+            f"proxy must be a dict, a URL or a callable returning one, not {type(proxy).__name__}"
+        )
+    result: dict[str, str] = {}
+    for key, url in proxy.items():
+        if not url:
+            continue
+        scheme = str(url).partition("://")[0].lower()
+        if "://" not in str(url) or scheme not in PROXY_SCHEMES:
+            raise MessengerConfigurationError(
+                f"proxy for {key!r} must be a URL with one of the schemes {', '.join(PROXY_SCHEMES)}"
+            )
+        netloc = str(url).partition("://")[2].split("/", 1)[0]
+        if "@" in netloc:
+            register_secret(netloc.rpartition("@")[0].partition(":")[2])
+        result[str(key)] = str(url)
+    return result or None
+
+
+def describe_proxies(proxies: Mapping[str, str] | None) -> str:
+    """Proxy URLs without their credentials, for error texts."""
+    if not proxies:
+        return ""
+    shown = sorted({re.sub(r"://[^@/]*@", "://", url) for url in proxies.values()})
+    return ", ".join(shown)
+
+
+def retry_after_header(response: requests.Response) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def json_body(response: requests.Response) -> Any:
+    """The decoded JSON body, or None when there is none."""
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _cause(exc: BaseException) -> str:
+    """The innermost useful reason of a requests error, without the request URL."""
+    reason: Any = exc
+    seen = 0
+    while seen < 5 and reason.args and isinstance(reason.args[0], BaseException):
+        reason = reason.args[0]
+        seen += 1
+    inner = getattr(reason, "reason", None)
+    if isinstance(inner, BaseException):
+        reason = inner
+    text = re.sub(r"with url: \S+", "", str(reason))
+    text = re.sub(r"<[\w.]+ object at 0x[0-9a-f]+>: ", "", text)
+    return f"{type(reason).__name__}: {text}".strip()
+
+
+class HTTPMessenger(MessengerBase):
+    """Base of the messengers that speak HTTP.
+
+    Subclasses set ``api_base`` and implement :meth:`send_dispatch`, which sends
+    one dispatch and raises ``TemporaryError``/``PermanentError`` when it fails.
+    """
+
+    #: Default root of the provider's API; ``api_base=`` overrides it.
+    api_base: str = ""
+    #: Attribute of a user object holding its address for this messenger.
+    address_attribute: str | None = None
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    user_agent: str = "dispatcher-messenger/1.0"
+
+    session: requests.Session | None = None
+    _proxies: dict[str, str] | None = None
+    _throttled: dict[Any, float] | None = None
+
+    def __init__(
+        self,
+        *,
+        proxy: ProxySpec = None,
+        api_base: str | None = None,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+        verify: bool | str = True,
+    ) -> None:
+        self.proxy = proxy
+        if not callable(proxy):
+            normalize_proxies(proxy)  # fail on a bad proxy now, not at the first batch
+        if api_base:
+            self.api_base = api_base
+        if connect_timeout is not None:
+            self.connect_timeout = connect_timeout
+        if read_timeout is not None:
+            self.read_timeout = read_timeout
+        self.verify = verify
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.alias} {self.api_base}>"
+
+    @classmethod
+    def get_address(cls, recipient: Any) -> Any:
+        if recipient is None or isinstance(recipient, (str, int)) or not cls.address_attribute:
+            return recipient
+        return getattr(recipient, cls.address_attribute, None)
+
+    # -- batch lifecycle ---------------------------------------------------------
+    def before_send(self) -> None:
+        self.open()
+
+    def after_send(self) -> None:
+        self.close()
+
+    def open(self) -> None:
+        """Open this batch's session and resolve the proxy (a callable is called here)."""
+        proxy = self.proxy
+        if callable(proxy):
+            try:
+                proxy = proxy()
+            except Exception as exc:
+                raise TemporaryError(
+                    f"{self.alias}: the proxy callable failed: {type(exc).__name__}"
+                ) from None
+        try:
+            self._proxies = normalize_proxies(proxy)
+        except MessengerConfigurationError as exc:
+            raise TemporaryError(f"{self.alias}: {exc}") from None
+        session = requests.Session()
+        session.headers["User-Agent"] = self.user_agent
+        session.verify = self.verify
+        self.session = session
+        self._throttled = {}
+
+    def close(self) -> None:
+        session, self.session = self.session, None
+        if session is not None:
+            session.close()
+
+    # -- requests ----------------------------------------------------------------
+    def url(self, path: str) -> str:
+        return self.api_base.rstrip("/") + "/" + path.lstrip("/")
+
+    def request(self, method: str, path: str, *, what: str, **kwargs: Any) -> requests.Response:
+        """Send one request; transport failures become ``TemporaryError``.
+
+        ``path`` is joined to ``api_base`` unless it is a full URL. ``what``
+        names the call in error texts (never the URL, which may hold a token).
+        Outside a batch (helpers like ``get_chat_ids``) a one-off session is used.
+        """
+        one_off = self.session is None
+        if one_off:
+            self.open()
+        assert self.session is not None
+        url = path if "://" in path else self.url(path)
+        kwargs.setdefault("timeout", (self.connect_timeout, self.read_timeout))
+        if self._proxies:
+            kwargs.setdefault("proxies", self._proxies)
+        try:
+            return self.session.request(method, url, **kwargs)
+        except requests.Timeout as exc:
+            kind = "connecting" if isinstance(exc, requests.ConnectTimeout) else "waiting for the answer"
+            raise TemporaryError(f"{self.alias} {what}: timed out {kind}{self._via()}") from None
+        except requests.RequestException as exc:
+            raise TemporaryError(
+                redact(f"{self.alias} {what}: {type(exc).__name__}{self._via()}: {_cause(exc)}")
+            ) from None
+        finally:
+            if one_off:
+                self.close()
+
+    def _via(self) -> str:
+        return f" (through proxy {describe_proxies(self._proxies)})" if self._proxies else ""
+
+    def http_error(self, response: requests.Response, what: str, detail: str = "") -> MessengerError | None:
+        """The error an HTTP status means, or None for a 2xx answer.
+
+        429 is a rate limit (``Retry-After`` honoured); 408, 425 and 5xx are
+        temporary; 407 is the proxy refusing our credentials (temporary: fixing
+        the proxy must not lose messages); any other status is permanent.
+        """
+        status = response.status_code
+        if 200 <= status < 300:
+            return None
+        text = f"{self.alias} {what}: HTTP {status}"
+        if detail:
+            text += f": {detail}"
+        if status == 429:
+            return RateLimited(text, retry_after=retry_after_header(response))
+        if status in (408, 425) or status >= 500:
+            return TemporaryError(text, retry_after=retry_after_header(response))
+        if status == 407:
+            return TemporaryError(text + f" (the proxy refused our credentials{self._via()})")
+        return PermanentError(text)
+
+    # -- sending -----------------------------------------------------------------
+    def send_dispatch(self, message_cls: Any, message_model: Any, dispatch: Any) -> None:
+        """Send one dispatch; return when sent, raise a MessengerError when not."""
+        raise NotImplementedError(f"{type(self).__name__} must implement send_dispatch()")
+
+    def throttle_key(self, dispatch: Any) -> Any:
+        """What a rate limit applies to: the whole provider account by default."""
+        return None
+
+    def send(self, message_cls: Any, message_model: Any, dispatch_models: Sequence[Any]) -> None:
+        if self._throttled is None:
+            self._throttled = {}
+        for dispatch in dispatch_models:
+            key = self.throttle_key(dispatch)
+            wait = self._throttled.get(key, 0.0) - time.monotonic()
+            if wait > 0:
+                self.mark_error(dispatch, RateLimited(
+                    f"{self.alias}: not tried, the provider asked to wait {wait:.0f}s", retry_after=wait
+                ))
+                continue
+            try:
+                self.send_dispatch(message_cls, message_model, dispatch)
+            except RateLimited as exc:
+                self._throttled[key] = time.monotonic() + (exc.retry_after or 0.0)
+                self.mark_error(dispatch, exc)
+            except MessengerError as exc:
+                self.mark_exception(dispatch, exc)
+            except Exception as exc:  # a bug or an unexpected answer: retried, text kept
+                logger.warning("%s: unexpected %s: %s", self.alias, type(exc).__name__, redact(str(exc)))
+                self.mark_error(dispatch, exc)
+            else:
+                self.mark_sent(dispatch)

@@ -1,0 +1,103 @@
+"""VK, through the API method ``wall.post``.
+
+``VKontakteMessenger(access_token)``. An address is a wall owner id: a
+community wall is negative (``'-12345'``), a user's wall positive; ``''``
+posts to the configured ``owner_id``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from dispatcher.redact import redact, register_secret
+
+from .exceptions import InvalidAddress, MessengerError, PermanentError, TemporaryError
+from .http import HTTPMessenger, RateLimited, json_body
+
+API_VERSION = "5.199"
+
+#: error code -> seconds to wait (None: the engine's backoff)
+TEMPORARY_CODES: dict[int, float | None] = {
+    1: None,      # unknown error, try later
+    6: 1.0,       # too many requests per second
+    9: 3600.0,    # flood control: too many similar posts
+    10: None,     # internal server error
+    29: 3600.0,   # rate limit reached (daily quota of the method)
+}
+PERMANENT_CODES = {5, 15, 100, 214, 219, 222}
+CAPTCHA = 14
+
+
+class VKontakteMessenger(HTTPMessenger):
+    """Posts to a VK wall with a user or community access token."""
+
+    alias = "vk"
+    title = "VK"
+    api_base = "https://api.vk.ru/method/"
+    address_attribute = "vk_owner_id"
+
+    def __init__(
+        self,
+        access_token: str,
+        owner_id: int | str | None = None,
+        *,
+        from_group: bool | None = None,
+        api_version: str = API_VERSION,
+        **http_options: Any,
+    ) -> None:
+        super().__init__(**http_options)
+        register_secret(access_token)
+        self.access_token = access_token
+        self.owner_id = str(owner_id) if owner_id not in (None, "") else ""
+        self.from_group = from_group
+        self.api_version = api_version
+
+    def validate_address(self, address: Any) -> str:
+        address = super().validate_address(address)
+        if address and not re.fullmatch(r"-?\d+", address):
+            raise InvalidAddress(f"vk: {address!r} is not a wall owner id (negative for a community)")
+        if not address and not self.owner_id:
+            raise InvalidAddress("vk: no owner id given, and the messenger has no owner_id configured")
+        return address
+
+    def method(self, name: str, params: dict[str, Any], what: str) -> Any:
+        """Call an API method; VK reports errors as HTTP 200 with an ``error`` object."""
+        data = {**params, "v": self.api_version, "access_token": self.access_token}
+        response = self.request("POST", name, what=what, data=data)
+        body = json_body(response)
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            raise self.api_error(body["error"], what)
+        failure = self.http_error(response, what)
+        if failure:
+            raise failure
+        if not isinstance(body, dict) or "response" not in body:
+            raise TemporaryError(f"vk {what}: HTTP {response.status_code} without a response")
+        return body["response"]
+
+    def api_error(self, error: dict[str, Any], what: str) -> MessengerError:
+        code = error.get("error_code")
+        text = redact(f"vk {what}: error {code}: {error.get('error_msg', '')}")
+        if code == CAPTCHA:
+            return PermanentError(
+                text + ". VK wants a captcha solved for this token, which a dispatcher cannot do: "
+                "post less often, or use a community (group) token, which VK does not challenge; "
+                "then use 'Retry now' on the failed dispatches in the admin"
+            )
+        if code in TEMPORARY_CODES:
+            delay = TEMPORARY_CODES[code]
+            return RateLimited(text, retry_after=delay) if delay else TemporaryError(text)
+        if code in PERMANENT_CODES:
+            return PermanentError(text)
+        return PermanentError(text + " (not a code VK documents as temporary)")
+
+    def send_dispatch(self, message_cls: Any, message_model: Any, dispatch: Any) -> None:
+        text = (dispatch.rendered.text or "").strip()
+        if not text:
+            raise PermanentError("vk: the message text is empty")
+        owner_id = dispatch.address or self.owner_id
+        if not owner_id:
+            raise PermanentError("vk: no wall owner id (address empty and no owner_id configured)")
+        from_group = self.from_group if self.from_group is not None else owner_id.startswith("-")
+        params = {"owner_id": owner_id, "from_group": int(from_group), "message": text}
+        self.method("wall.post", params, f"wall.post to {owner_id}")
