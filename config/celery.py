@@ -12,7 +12,7 @@ from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-app = Celery("dispatcher", include=["tasks.delivery", "tasks.sweeps"])
+app = Celery("dispatcher", include=["tasks.delivery", "tasks.sweeps", "tasks.events"])
 app.config_from_object("django.conf:settings", namespace="CELERY")
 
 

@@ -184,3 +184,12 @@ LOGGING = {
         "messengers": {"level": env_str("DISPATCHER_LOG_LEVEL", "INFO")},
     },
 }
+
+# --- Subscriptions and links -------------------------------------------------------
+#: Seconds a signed unsubscribe / mark-read link stays valid.
+DISPATCHER_LINK_MAX_AGE = env_int("DISPATCHER_LINK_MAX_AGE", 60 * 60 * 24 * 60)
+#: Models whose create/edit/delete events users may subscribe to ("app_label.model").
+#: Signals are connected for these models only. Apps may add more with
+#: dispatcher.model_events.watch_model(Model) in their AppConfig.ready().
+DISPATCHER_WATCHED_MODELS: list[str] = env_list("DISPATCHER_WATCHED_MODELS", [])
+LOGIN_URL = "admin:login"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -13,6 +14,7 @@ from django.utils import timezone
 
 from messengers.base import MessengerBase
 
+from .delivery import UNSUBSCRIBABLE
 from .exceptions import InvalidRecipient, NoRecipients, UnknownMessageType
 from .messages import MessageBase, PlainTextMessage
 from .models import Dispatch, Message
@@ -25,6 +27,7 @@ from .registry import (
     register_message_types,
     register_messenger_objects,
 )
+from .subscriptions import subscribers
 
 __all__ = [
     "Recipient",
@@ -41,6 +44,8 @@ __all__ = [
 ]
 
 BULK_BATCH_SIZE = 2000
+
+logger = logging.getLogger("dispatcher.api")
 
 
 class Recipient(NamedTuple):
@@ -102,8 +107,6 @@ def _normalize_messages(messages: Any) -> list[MessageBase]:
 
 
 def _normalize_recipients(recipients_: Any) -> list[Recipient]:
-    if recipients_ is None:
-        raise NoRecipients("no recipients given: build them with recipients(messenger, addresses)")
     if isinstance(recipients_, Recipient):
         recipients_ = [recipients_]
     flat: list[Recipient] = []
@@ -121,6 +124,19 @@ def _normalize_recipients(recipients_: Any) -> list[Recipient]:
     for recipient in flat:
         get_registered_messenger_object(recipient.messenger)
     return flat
+
+
+def _subscribers(message: MessageBase) -> list[Recipient]:
+    """The subscribers of the message's type, as recipients (one query)."""
+    found = []
+    for alias, who in subscribers(message.alias):
+        try:
+            found.extend(recipients(alias, who))
+        except (LookupError, ValueError):
+            # A subscriber without a usable address (or a messenger no longer
+            # configured) is skipped, not allowed to block everyone else.
+            logger.warning("skipping subscriber %r of %s via %s", who, message.alias, alias)
+    return found
 
 
 def schedule_messages(
@@ -141,8 +157,17 @@ def schedule_messages(
     of the first one and writes nothing.
     """
     message_objs = _normalize_messages(messages)
-    targets = _normalize_recipients(recipients)
-    for message in message_objs:
+    if recipients is None:
+        # No recipients: the subscribers of each message's type.
+        per_message = [_subscribers(m) for m in message_objs]
+        for message, targets in zip(message_objs, per_message, strict=True):
+            if not targets:
+                raise NoRecipients(f"no recipients given, and nobody subscribes to {message.alias!r}")
+            message.context[UNSUBSCRIBABLE] = True
+    else:
+        targets = _normalize_recipients(recipients)
+        per_message = [targets] * len(message_objs)
+    for message, targets in zip(message_objs, per_message, strict=True):
         for recipient in targets:
             if not message.supports(recipient.messenger):
                 raise InvalidRecipient(
@@ -157,7 +182,7 @@ def schedule_messages(
         if existing is not None:
             return existing
     try:
-        return _write(message_objs, targets, sender, priority, send_at, keys)
+        return _write(message_objs, per_message, sender, priority, send_at, keys)
     except IntegrityError:
         if not idempotency_key:
             raise
@@ -187,7 +212,7 @@ def _existing(keys: list[str | None]) -> list[tuple[Message, list[Dispatch]]] | 
 
 def _write(
     message_objs: list[MessageBase],
-    targets: list[Recipient],
+    per_message: list[list[Recipient]],
     sender: Any,
     priority: int | None,
     send_at: datetime | None,
@@ -211,7 +236,7 @@ def _write(
             ]
         )
         result = []
-        for message in rows:
+        for message, targets in zip(rows, per_message, strict=True):
             dispatches = [
                 Dispatch(
                     message=message,

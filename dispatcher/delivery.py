@@ -26,7 +26,7 @@ from django.utils import timezone
 from messengers.base import MessengerBase
 from messengers.exceptions import PermanentError
 
-from . import signals
+from . import links, signals
 from .exceptions import UnknownMessageType
 from .models import Dispatch, DispatchError
 from .redact import redact
@@ -35,6 +35,8 @@ from .registry import get_registered_message_type, get_registered_messenger_obje
 logger = logging.getLogger("dispatcher.delivery")
 
 SENT, ERROR, FAILED = "sent", "error", "failed"
+#: Message context flag: the recipients are subscribers, so mails carry unsubscribe headers.
+UNSUBSCRIBABLE = "_unsubscribe"
 
 
 def backoff_delay(attempt: int, retry_after: float | None = None) -> float:
@@ -271,6 +273,8 @@ def _send_message(batch: MessengerBase, recorder: BatchRecorder, dispatches: lis
     for dispatch in dispatches:
         try:
             dispatch.rendered = message_cls.render(message, dispatch)
+            if message.context.get(UNSUBSCRIBABLE):
+                dispatch.rendered.headers.update(links.unsubscribe_headers(dispatch))
         except Exception as exc:
             recorder.failed(dispatch, PermanentError(f"rendering failed: {type(exc).__name__}: {exc}"))
         else:

@@ -10,9 +10,12 @@ from typing import Any, ClassVar
 
 from django.conf import settings
 from django.template.loader import render_to_string
+from django.utils.functional import lazy
 from django.utils.html import strip_tags
 
 from messengers.base import Rendered
+
+from . import links
 
 
 class MessageBase:
@@ -60,6 +63,9 @@ class MessageBase:
             address=dispatch.address,
             messenger=dispatch.messenger,
             site_url=settings.SITE_URL,
+            # Per-dispatch signed links, computed only if the template uses them.
+            unsubscribe_url=lazy(links.unsubscribe_url, str)(dispatch),
+            read_pixel_url=lazy(links.read_pixel_url, str)(dispatch),
         )
         return context
 
@@ -143,4 +149,22 @@ class EmailHtmlMessage(MessageBase):
         return Rendered(subject=cls.get_subject(stored, text), text=text, html=html)
 
 
-BUILTIN_MESSAGE_TYPES: list[type[MessageBase]] = [PlainTextMessage, EmailTextMessage, EmailHtmlMessage]
+class ModelEventMessage(MessageBase):
+    """A notification about a model event (see ``dispatcher.model_events``).
+
+    Subject and text are rendered from the object's fields when the event is
+    evaluated; per-recipient links are added per dispatch.
+    """
+
+    alias = "model_event"
+    title = "Model event"
+    allow_user_subscription = False  # subscribed to through model-event subscriptions
+
+    def __init__(self, subject: str, text: str, model: str, action: str, object_id: str):
+        super().__init__({"subject": subject, "text": text, "model": model, "action": action,
+                          "object_id": object_id, "_unsubscribe": True})
+
+
+BUILTIN_MESSAGE_TYPES: list[type[MessageBase]] = [
+    PlainTextMessage, EmailTextMessage, EmailHtmlMessage, ModelEventMessage,
+]

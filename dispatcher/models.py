@@ -93,3 +93,87 @@ class DispatchError(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.attempt}: {self.error_class}"
+
+
+class Subscription(models.Model):
+    """A user (or a raw address) receives a message type through a messenger."""
+
+    message_type = models.CharField(max_length=100)
+    messenger = models.CharField(max_length=50)
+    recipient = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    address = models.CharField(max_length=500, blank=True, default="")
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["message_type", "messenger", "recipient"],
+                condition=models.Q(recipient__isnull=False),
+                name="subscription_unique_user",
+            ),
+            models.UniqueConstraint(
+                fields=["message_type", "messenger", "address"],
+                condition=models.Q(recipient__isnull=True),
+                name="subscription_unique_address",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(recipient__isnull=False) | ~models.Q(address=""),
+                name="subscription_has_recipient",
+            ),
+        ]
+        indexes = [models.Index(fields=["message_type", "messenger"], name="subscription_type_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.recipient or self.address} <- {self.message_type} via {self.messenger}"
+
+
+class ModelEventSubscription(models.Model):
+    """Notify a user or an address when objects of a model are created, edited or deleted."""
+
+    class Action(models.TextChoices):
+        CREATE = "create"
+        EDIT = "edit"
+        DELETE = "delete"
+
+    content_type = models.ForeignKey("contenttypes.ContentType", on_delete=models.CASCADE)
+    action = models.CharField(max_length=10, choices=Action.choices)
+    #: None: every object of the model, current and future.
+    object_id = models.CharField(max_length=64, null=True, blank=True)
+    #: {field: value}: the event fires only when every field matches.
+    filters = models.JSONField(default=dict, blank=True)
+    messenger = models.CharField(max_length=50, default="smtp")
+    recipient = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    address = models.CharField(max_length=500, blank=True, default="")
+    subject_template = models.CharField(max_length=500, blank=True, default="")
+    body_template = models.TextField(blank=True, default="")
+    active = models.BooleanField(default=True)
+    fired_count = models.PositiveIntegerField(default=0)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["content_type", "action", "active"], name="model_event_lookup_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(recipient__isnull=False) | ~models.Q(address=""),
+                name="model_event_has_recipient",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        target = f"#{self.object_id}" if self.object_id else "all"
+        return f"{self.recipient or self.address}: {self.action} {self.content_type} {target}"
+
+    def save(self, *args, **kwargs) -> None:  # type: ignore[override]
+        self.clean()
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        from .model_events import validate_subscription
+
+        validate_subscription(self)

@@ -1,0 +1,103 @@
+"""Pages a recipient reaches from a message: unsubscribe, mark read, preferences.
+
+Links carry signed, expiring per-dispatch tokens. A GET never unsubscribes:
+it shows a confirmation form that POSTs with CSRF. The RFC 8058 one-click
+endpoint takes the mail provider's POST (which carries no cookie and no CSRF
+token) and is authorised by the signed token alone.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods, require_POST
+
+from . import links
+from .model_events import unsubscribe_dispatch_model_event
+from .models import Dispatch, Subscription
+from .subscriptions import get_user_preferences_for_ui, set_user_preferences_from_request
+
+PIXEL = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
+    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+
+
+def _dispatch_for(token: str, action: str) -> Dispatch:
+    dispatch_id = links.read_token(token, action)
+    dispatch = Dispatch.objects.select_related("message").filter(pk=dispatch_id).first()
+    if dispatch is None:
+        raise links.BadToken("this link is no longer valid")
+    return dispatch
+
+
+def unsubscribe_dispatch(dispatch: Dispatch) -> int:
+    """Remove the subscription that made this dispatch; returns how many were removed."""
+    context = dispatch.message.context
+    if context.get("model"):
+        return unsubscribe_dispatch_model_event(dispatch)
+    who = Q(recipient_id=dispatch.recipient_id) if dispatch.recipient_id else Q(
+        recipient__isnull=True, address=dispatch.address
+    )
+    return Subscription.objects.filter(
+        who, message_type=dispatch.message.message_type, messenger=dispatch.messenger
+    ).delete()[0]
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
+    try:
+        dispatch = _dispatch_for(token, links.UNSUBSCRIBE)
+    except links.BadToken as exc:
+        return render(request, "dispatcher/unsubscribe.html", {"error": str(exc)}, status=400)
+    if request.method == "POST":
+        unsubscribe_dispatch(dispatch)
+        return render(request, "dispatcher/unsubscribe.html", {"done": True, "dispatch": dispatch})
+    return render(request, "dispatcher/unsubscribe.html", {"dispatch": dispatch})
+
+
+@csrf_exempt
+@never_cache
+@require_POST
+def unsubscribe_one_click(request: HttpRequest, token: str) -> HttpResponse:
+    if request.POST.get("List-Unsubscribe") != "One-Click":
+        return HttpResponseBadRequest("expected List-Unsubscribe=One-Click")
+    try:
+        dispatch = _dispatch_for(token, links.UNSUBSCRIBE)
+    except links.BadToken as exc:
+        return HttpResponseBadRequest(str(exc))
+    unsubscribe_dispatch(dispatch)
+    return HttpResponse("unsubscribed", content_type="text/plain")
+
+
+@never_cache
+def read_pixel(request: HttpRequest, token: str) -> HttpResponse:
+    """Mark a dispatch read. A GET, as an image in a mail must be; it only ever
+    sets ``read_at`` once, from a signed token, and changes nothing else."""
+    try:
+        dispatch_id = links.read_token(token, links.READ)
+    except links.BadToken:
+        return HttpResponse(PIXEL, content_type="image/gif")
+    Dispatch.objects.filter(pk=dispatch_id, read_at__isnull=True).update(read_at=timezone.now())
+    return HttpResponse(PIXEL, content_type="image/gif")
+
+
+@login_required
+@never_cache
+@require_http_methods(["GET", "POST"])
+def preferences(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        try:
+            set_user_preferences_from_request(request)
+        except PermissionDenied as exc:
+            return HttpResponse(str(exc), status=403, content_type="text/plain")
+        return redirect("dispatcher:preferences")
+    messengers, rows = get_user_preferences_for_ui(request.user)
+    return render(request, "dispatcher/preferences.html", {"messengers": messengers, "rows": rows})
