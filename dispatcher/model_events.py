@@ -43,10 +43,14 @@ def label_of(model: type[models.Model]) -> str:
     return model._meta.label_lower
 
 
-def watch_model(model: type[models.Model] | str) -> None:
+def resolve_model(model: type[models.Model] | str) -> type[models.Model]:
+    """A model class from itself or from ``"app_label.model"``."""
+    return apps.get_model(model) if isinstance(model, str) else model
+
+
+def watch_model(model_or_label: type[models.Model] | str) -> None:
     """Allow subscriptions to a model's events, and connect its signals."""
-    if isinstance(model, str):
-        model = apps.get_model(model)
+    model = resolve_model(model_or_label)
     label = label_of(model)
     if label in _watched:
         return
@@ -218,8 +222,7 @@ def subscribe_to_model_event(
     it to one object. Raises ValidationError for an unwatched model, unknown
     fields or a template that does not compile.
     """
-    if isinstance(model, str):
-        model = apps.get_model(model)
+    model = resolve_model(model)
     if action not in Action.values:
         raise ValidationError(f"unknown action {action!r}: use one of {', '.join(Action.values)}")
     is_address = isinstance(recipient, str)
@@ -240,8 +243,7 @@ def unsubscribe_from_model_event(
     model: type[models.Model] | str, action: str, recipient: Any, object_id: Any = None
 ) -> int:
     """Deactivate matching subscriptions; returns how many."""
-    if isinstance(model, str):
-        model = apps.get_model(model)
+    model = resolve_model(model)
     qs = ModelEventSubscription.objects.filter(
         content_type=ContentType.objects.get_for_model(model), action=action, active=True,
         object_id=None if object_id is None else str(object_id),
