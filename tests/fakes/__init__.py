@@ -1,0 +1,1 @@
+"""Fake provider servers and a proxy, real processes and sockets on loopback."""

@@ -1,0 +1,1 @@
+"""Tests of the HTTP messengers against fake provider servers on loopback."""
