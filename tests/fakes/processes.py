@@ -23,7 +23,8 @@ class ProxyProcess:
         self.user, self.password = user, password
         self.log_path = log_dir / f"proxy-{self.port}.jsonl"
         self.log_path.write_text("")
-        cmd = [sys.executable, "-m", "tests.fakes.proxy", "--port", str(self.port), "--log", str(self.log_path)]
+        cmd = [sys.executable, "-m", "tests.fakes.proxy", "--port", str(self.port),
+               "--log", str(self.log_path)]
         if user is not None:
             cmd += ["--user", user, "--password", password or ""]
         self.proc = subprocess.Popen(cmd, cwd=BASE, stdout=subprocess.PIPE, text=True)

@@ -26,7 +26,8 @@ class FakeTwilio:
         expected = "Basic " + base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
         if request.headers.get("authorization") != expected:
             return twilio_error(401, 20003, "Authenticate")
-        if request.path != f"/2010-04-01/Accounts/{self.account_sid}/Messages.json" or request.method != "POST":
+        path = f"/2010-04-01/Accounts/{self.account_sid}/Messages.json"
+        if request.path != path or request.method != "POST":
             return twilio_error(404, 20404, "The requested resource was not found")
         if self.replies:
             return self.replies.pop(0)

@@ -12,6 +12,7 @@ import itertools
 import time
 from typing import Any
 
+from oauthlib.oauth1 import Client
 from oauthlib.oauth1.rfc5849 import signature
 
 from .server import Received, Reply
@@ -56,7 +57,9 @@ class FakeX:
             request.method, signature.base_string_uri(self.base_url + request.path),
             signature.normalize_parameters(signed),
         )
-        expected = signature.sign_hmac_sha1(base, self.consumer_secret, self.token_secret)
+        expected = signature.sign_hmac_sha1_with_client(base, Client(
+            self.consumer_key, client_secret=self.consumer_secret,
+            resource_owner_key=self.token, resource_owner_secret=self.token_secret))
         return expected == fields.get("oauth_signature")
 
     def __call__(self, request: Received) -> Reply:

@@ -32,7 +32,8 @@ class WebhookReceiver:
     def check(self, request: Received) -> bool:
         timestamp = request.headers.get("x-dispatcher-timestamp", "")
         mac = hmac.new(self.secret.encode(), timestamp.encode() + b"." + request.body, hashlib.sha256)
-        return hmac.compare_digest("sha256=" + mac.hexdigest(), request.headers.get("x-dispatcher-signature", ""))
+        given = request.headers.get("x-dispatcher-signature", "")
+        return hmac.compare_digest("sha256=" + mac.hexdigest(), given)
 
     def __call__(self, request: Received) -> Reply:
         valid = self.check(request)

@@ -160,7 +160,7 @@ def test_migrated_group_is_followed_and_recorded(fake, caplog):
 
 def test_get_chat_ids_lists_chats_that_sent_start(fake):
     fake.updates = [
-        {"update_id": 1, "message": {"message_id": 1, "chat": {"id": 11, "type": "private"}, "text": "/start"}},
+        {"update_id": 1, "message": {"message_id": 1, "chat": {"id": 11}, "text": "/start"}},
         {"update_id": 2, "edited_message": {"chat": {"id": 12}, "text": "/start"}},
         {"update_id": 3, "my_chat_member": {"chat": {"id": 13}}},
         {"update_id": 4, "message": {"message_id": 2, "chat": {"id": 14}, "photo": []}},
