@@ -1,0 +1,128 @@
+"""Notifications of private messages, delivered in process to a real SMTP server."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from django.test import override_settings
+
+from dispatcher.api import register_messenger_objects
+from dispatcher.delivery import deliver_batch
+from dispatcher.inbox.api import Inbox, pm_broadcast, pm_write
+from dispatcher.models import Dispatch
+from messengers.smtp import SMTPMessenger
+
+pytestmark = pytest.mark.django_db
+
+
+def deliver(alias: str = "smtp") -> None:
+    ids = list(Dispatch.objects.filter(messenger=alias).values_list("pk", flat=True))
+    result = deliver_batch(alias, ids)
+    assert result.sent == len(ids), Dispatch.objects.values_list("status", flat=True)
+
+
+def test_new_message_mail_reaches_the_recipient(users, smtp_server):
+    pm_write(users.ann, users.bob, "Lunch?", "Shall we meet at 12 & eat <pizza>?")
+    deliver()
+    [mail] = smtp_server.messages
+    assert mail["To"] == "bob@example.org"
+    assert mail["Subject"] == "New message from ann: Lunch?"
+    text = mail.get_content()
+    assert "Hello bob," in text
+    assert "ann sent you a private message." in text
+    assert "Subject: Lunch?" in text
+    assert "Shall we meet at 12 & eat <pizza>?" in text  # a text mail: nothing HTML-escaped
+
+
+def test_a_broadcast_mail_is_rendered_for_each_recipient(users, smtp_server):
+    pm_broadcast(users.ann, [users.bob, users.cat], "Announcement", "Doors open at 9")
+    deliver()
+    mails = {m["To"]: m.get_content() for m in smtp_server.messages}
+    assert sorted(mails) == ["bob@example.org", "cat@example.org"]
+    assert "Hello bob," in mails["bob@example.org"] and "Hello cat," in mails["cat@example.org"]
+    assert all("Doors open at 9" in text for text in mails.values())
+
+
+def test_rejection_mail_reaches_the_sender_with_the_reason(users, smtp_server):
+    pm_write(users.ann, users.bob, "Buy now", "cheap", auto_moderators=[lambda m: (0, "advertising")])
+    deliver()
+    [mail] = smtp_server.messages
+    assert mail["To"] == "ann@example.org"
+    assert mail["Subject"] == "Your message to bob was rejected"
+    assert "Reason: advertising" in mail.get_content()
+
+
+def test_a_visitor_is_notified_by_smtp_whatever_the_setting(users, settings, smtp_server):
+    settings.DISPATCHER_INBOX_NOTIFY_MESSENGER = "mymessenger"
+    pm_write(users.ann, "guest@example.org", "Your question", "The answer")
+    pm_write(users.ann, users.bob, "To a user")
+    assert sorted(Dispatch.objects.values_list("messenger", "address")) == [
+        ("mymessenger", "bob--address"), ("smtp", "guest@example.org")
+    ]
+    deliver("smtp")
+    [mail] = smtp_server.messages
+    assert mail["To"] == "guest@example.org" and "The answer" in mail.get_content()
+    assert "Hello," in mail.get_content()  # no user to greet by name
+
+
+def test_the_messenger_setting_may_follow_each_users_preference(users, settings):
+    settings.DISPATCHER_INBOX_NOTIFY_MESSENGER = lambda user: "mymessenger" if user.username == "cat" else None
+    pm_broadcast(users.ann, [users.bob, users.cat], "Hi")
+    assert sorted(Dispatch.objects.values_list("messenger", "address")) == [
+        ("mymessenger", "cat--address"), ("smtp", "bob@example.org")
+    ]
+
+
+def test_users_who_cannot_be_notified_still_get_the_message(users, django_user_model, settings, caplog):
+    no_email = django_user_model.objects.create_user("noemail")
+    inactive = django_user_model.objects.create_user("gone", "gone@example.org", is_active=False)
+    messages = pm_broadcast(users.ann, [no_email, inactive, users.bob], "Hi")
+    assert len(messages) == 3
+    assert list(Dispatch.objects.values_list("address", flat=True)) == ["bob@example.org"]
+
+    settings.DISPATCHER_INBOX_NOTIFY_MESSENGER = "nosuchmessenger"
+    with caplog.at_level(logging.ERROR, "dispatcher.inbox.notifications"):
+        message = Inbox.send_message(users.ann, users.cat, "still delivered")
+    assert message.pk and "nosuchmessenger" in caplog.text
+    assert Dispatch.objects.count() == 1
+
+
+def test_site_is_in_the_template_context_when_the_sites_framework_is_installed(
+    users, settings, smtp_server
+):
+    pm_write(users.ann, users.bob, "Without sites")
+    deliver()
+    assert "ann sent you a private message." in smtp_server.messages[0].get_content().splitlines()
+
+    with override_settings(INSTALLED_APPS=[*settings.INSTALLED_APPS, "django.contrib.sites"], SITE_ID=1):
+        from django.contrib.sites.models import SITE_CACHE, Site
+
+        # The site as Site.objects.get_current() caches it after its first lookup.
+        SITE_CACHE[1] = Site(id=1, domain="school.example.org", name="Our School")
+        # Changing INSTALLED_APPS runs the apps' ready() again, which registers
+        # the messengers of the settings again: point smtp back at our server.
+        register_messenger_objects(SMTPMessenger("noreply@example.org", host="127.0.0.1",
+                                                 port=smtp_server.port))
+        try:
+            Dispatch.objects.all().delete()
+            pm_write(users.ann, users.bob, "With sites")
+            deliver()
+        finally:
+            SITE_CACHE.clear()
+    text = smtp_server.messages[1].get_content()
+    assert "ann sent you a private message on Our School." in text
+    assert "https://school.example.org/" in text
+
+
+def test_notifications_commit_with_the_message(users, django_capture_on_commit_callbacks):
+    """The notification rows are written in the message's transaction and
+    published only once it commits."""
+    from django.db import transaction
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        with pytest.raises(RuntimeError), transaction.atomic():
+            pm_write(users.ann, users.bob, "rolled back")
+            assert Dispatch.objects.count() == 1
+            raise RuntimeError
+    assert Dispatch.objects.count() == 0 and callbacks == []
