@@ -1,0 +1,60 @@
+"""End to end: private-message notifications delivered by a real Celery worker to a real SMTP server."""
+
+from __future__ import annotations
+
+import pytest
+
+from dispatcher.inbox.api import Inbox, pm_broadcast, pm_write
+from dispatcher.models import Dispatch
+from tests.services import SMTPServer, wait_for
+from tests.testapp.models import Event
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def sink():
+    server = SMTPServer()
+    yield server
+    server.stop()
+
+
+def all_sent(n: int):
+    return lambda: list(Dispatch.objects.values_list("status", flat=True)) == ["sent"] * n
+
+
+def test_messages_and_moderation_notices_arrive_by_mail(workers, sink, users):
+    workers("inbox", smtp_port=sink.port)
+    pm_write(users.ann, users.bob, "Lunch?", "At noon?")
+    Inbox.send_message(users.bob, users.ann, "Yes!")
+    pm_write(users.cat, users.bob, "BUY NOW", "cheap", auto_moderators=[lambda m: (0, "advertising")])
+
+    wait_for(all_sent(3), 60, 0.2, "the three notifications to be sent")
+    wait_for(lambda: len(sink.messages) >= 3, 10)
+    mails = {m["To"]: m for m in sink.messages}
+    assert sorted(mails) == ["ann@example.org", "bob@example.org", "cat@example.org"]
+    assert mails["bob@example.org"]["Subject"] == "New message from ann: Lunch?"
+    assert "At noon?" in mails["bob@example.org"].get_content()
+    assert mails["ann@example.org"]["Subject"] == "New message from bob"
+    assert "Yes!" in mails["ann@example.org"].get_content()
+    assert mails["cat@example.org"]["Subject"] == "Your message to bob was rejected"
+    assert "Reason: advertising" in mails["cat@example.org"].get_content()
+
+
+def test_event_announcements_reach_subscribers(workers, sink, users, django_user_model):
+    admin = django_user_model.objects.create_user("site_admin", "admin@example.org")
+    event = Event.objects.create(type="concert", title="Spring Concert")
+    event.subscribers.set([users.ann, users.bob])
+    workers("events", smtp_port=sink.port)
+
+    for e in Event.objects.all():
+        pm_broadcast(sender=admin, recipients=e.subscribers.all(),
+                     subject="New {0} at Our School: {1}".format(e.type, e.title),  # noqa: UP030
+                     body="See you there.")
+
+    wait_for(all_sent(2), 60, 0.2, "both announcements to be sent")
+    wait_for(lambda: len(sink.messages) >= 2, 10)
+    assert sorted(m["To"] for m in sink.messages) == ["ann@example.org", "bob@example.org"]
+    assert {m["Subject"].strip() for m in sink.messages} == {
+        "New message from site_admin: New concert at Our School: Spring Concert"
+    }
