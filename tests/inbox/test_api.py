@@ -51,7 +51,9 @@ def test_pm_write_auto_archive_and_auto_delete_touch_only_the_sender_side(users)
 def test_pm_write_schedules_a_notification_unless_skipped(users):
     pm_write(users.ann, users.bob, "Hello")
     [dispatch] = Dispatch.objects.select_related("message")
-    assert (dispatch.messenger, dispatch.address, dispatch.recipient) == ("smtp", "bob@example.org", users.bob)
+    assert (dispatch.messenger, dispatch.address, dispatch.recipient) == (
+        "smtp", "bob@example.org", users.bob
+    )
     assert dispatch.message.message_type == "inbox_new_message"
     pm_write(users.ann, users.bob, "Quiet", skip_notification=True)
     assert Dispatch.objects.count() == 1

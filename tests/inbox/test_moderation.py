@@ -72,7 +72,9 @@ def test_moderators_see_the_message(users):
 
 
 def test_reasons_of_low_ratings_are_joined(users):
-    message = written(users, [const(20, "too short"), const(30, "  "), const(70, "polite"), const(10, "shouty")])
+    message = written(
+        users, [const(20, "too short"), const(30, "  "), const(70, "polite"), const(10, "shouty")]
+    )
     # average 32.5 rejects; the reasons are those of the ratings under 50, blank ones left out
     assert message.moderation_status == "rejected"
     assert message.moderation_reason == "too short, shouty"

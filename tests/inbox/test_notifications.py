@@ -67,7 +67,9 @@ def test_a_visitor_is_notified_by_smtp_whatever_the_setting(users, settings, smt
 
 
 def test_the_messenger_setting_may_follow_each_users_preference(users, settings):
-    settings.DISPATCHER_INBOX_NOTIFY_MESSENGER = lambda user: "mymessenger" if user.username == "cat" else None
+    settings.DISPATCHER_INBOX_NOTIFY_MESSENGER = (
+        lambda user: "mymessenger" if user.username == "cat" else None
+    )
     pm_broadcast(users.ann, [users.bob, users.cat], "Hi")
     assert sorted(Dispatch.objects.values_list("messenger", "address")) == [
         ("mymessenger", "cat--address"), ("smtp", "bob@example.org")

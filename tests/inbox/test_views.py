@@ -94,7 +94,9 @@ def test_inbox_list_unread_and_limit(users, bob):
     assert data["folder"] == "inbox"
     assert [m["subject"] for m in data["messages"]] == ["m3", "m2", "m1", "m0"]
     first = data["messages"][0]
-    assert (first["sender"], first["recipient"], first["body"], first["read_at"]) == ("ann", "bob", "body 3", None)
+    assert (first["sender"], first["recipient"], first["body"], first["read_at"]) == (
+        "ann", "bob", "body 3", None
+    )
     assert "moderation_status" not in first  # moderation is the sender's business
     assert [m["subject"] for m in bob.get("inbox", unread="").json()["messages"]] == ["m3", "m2", "m1"]
     assert [m["subject"] for m in bob.get("inbox", unread="1", limit="2").json()["messages"]] == ["m3", "m2"]
