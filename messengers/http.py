@@ -221,7 +221,6 @@ class HTTPMessenger(MessengerBase):
             raise TemporaryError(f"{self.alias}: {exc}") from None
         session = requests.Session()
         session.headers["User-Agent"] = self.user_agent
-        session.verify = self.verify
         self.session = session
         self._throttled = {}
 
@@ -247,6 +246,9 @@ class HTTPMessenger(MessengerBase):
         assert self.session is not None
         url = path if "://" in path else self.url(path)
         kwargs.setdefault("timeout", (self.connect_timeout, self.read_timeout))
+        # Per request, not on the session: requests lets REQUESTS_CA_BUNDLE and
+        # HTTP(S)_PROXY from the environment override a session's own settings.
+        kwargs.setdefault("verify", self.verify)
         if self._proxies:
             kwargs.setdefault("proxies", self._proxies)
         try:
@@ -283,7 +285,8 @@ class HTTPMessenger(MessengerBase):
         if status in (408, 425) or status >= 500:
             return TemporaryError(text, retry_after=retry_after_header(response))
         if status == 407:
-            return TemporaryError(text + f" (the proxy refused our credentials{self._via()})")
+            proxy = describe_proxies(self._proxies) or "proxy"
+            return TemporaryError(f"{text} (the proxy {proxy} refused our credentials)")
         return PermanentError(text)
 
     # -- sending -----------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +25,7 @@ class Received:
     headers: dict[str, str]  # lower-cased names
     body: bytes
     url: str = ""
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
     @property
     def form(self) -> dict[str, str]:

@@ -6,10 +6,21 @@ from datetime import datetime
 import pytest
 from django.utils import timezone
 
+from dispatcher import redact
 from dispatcher.api import recipients, schedule_messages
 from dispatcher.delivery import deliver_batch
 from dispatcher.models import Dispatch, DispatchError
 from tests.fakes.server import FakeServer
+
+
+@pytest.fixture(autouse=True)
+def _forget_secrets() -> Iterator[None]:
+    """Secrets registered by a test (short ones like 'token' too) are forgotten after it,
+    so they do not mask words in the next test's error texts."""
+    saved = set(redact._secrets)
+    yield
+    redact._secrets.clear()
+    redact._secrets.update(saved)
 
 
 @pytest.fixture
