@@ -375,7 +375,13 @@ class _Client(ClientXMPP):
         self.changed.set()
 
     def _on_invalid_chain(self, error: Any) -> None:
-        self.fail(PermanentError(f"certificate of XMPP server {self.boundjid.domain} not trusted: {error}"))
+        # slixmpp names every failed TLS handshake so; only a certificate that
+        # does not verify is for sure permanent.
+        domain = self.boundjid.domain
+        if isinstance(error, ssl.SSLCertVerificationError):
+            self.fail(PermanentError(f"certificate of XMPP server {domain} not trusted: {error}"))
+        else:
+            self.fail(TemporaryError(f"TLS handshake with XMPP server {domain} failed: {error}"))
         self.abort()
 
     def _on_failed_auth(self, stanza: Any) -> None:
@@ -544,21 +550,23 @@ class XMPPMessenger(MessengerBase):
             items.append((dispatch, self.stanza_id(dispatch), to, body))
         for start in range(0, len(items), self.confirm_every):
             chunk = items[start : start + self.confirm_every]
-            try:
-                outcomes = self._run(self._send_chunk([(sid, to, body) for _, sid, to, body in chunk]))
-            except MessengerError as exc:
-                # The stream is gone: this chunk and everything after it in
-                # the batch get this reason (the engine marks the rest).
-                self._failure = exc
-                raise
+            confirmed, failure = self._run(self._send_chunk([(sid, to, body) for _, sid, to, body in chunk]))
             # Marked here, outside the event loop: the outcomes go to the
             # database, and Django refuses ORM calls from a running loop.
             for dispatch, sid, _, _ in chunk:
-                error = outcomes.get(sid)
+                if sid not in confirmed:
+                    continue
+                error = confirmed[sid]
                 if error is None:
                     self.mark_sent(dispatch)
                 else:
                     self.mark_exception(dispatch, error)
+            if failure is not None:
+                # The stream is gone: what the server did not confirm, here
+                # and in the rest of the batch, gets this reason (the engine
+                # marks the rest of this message; later sends raise it again).
+                self._failure = failure
+                raise failure
 
     # -- helpers -----------------------------------------------------------------
     @staticmethod
@@ -638,17 +646,24 @@ class XMPPMessenger(MessengerBase):
         )
         return client
 
-    async def _send_chunk(self, items: list[tuple[str, JID, str]]) -> dict[str, MessengerError | None]:
-        """Send, then wait until the server has taken every stanza (or say why not)."""
+    async def _send_chunk(
+        self, items: list[tuple[str, JID, str]]
+    ) -> tuple[dict[str, MessengerError | None], MessengerError | None]:
+        """Send, then wait until the server has taken every stanza.
+
+        Returns the confirmed stanza ids (each with the error the server
+        bounced it with, if any), and the reason the rest were not confirmed.
+        """
         client = self._client
         assert client is not None
         if client.closed or client.failure:
-            raise client.failure or TemporaryError("xmpp: the XMPP stream was closed during the batch")
+            return {}, client.failure or TemporaryError("xmpp: the XMPP stream was closed during the batch")
         for sid, to, body in items:
             message = client.make_message(mto=to, mbody=body, mtype=self.message_type)  # type: ignore[arg-type]
             message["id"] = sid
             message.send()
         ids = [sid for sid, _, _ in items]
+        failure: MessengerError | None = None
         try:
             async with asyncio.timeout(self.timeout):
                 if client.stream_management:
@@ -659,11 +674,17 @@ class XMPPMessenger(MessengerBase):
                 else:
                     await self._ping(client)
         except TimeoutError:
-            error = TemporaryError(f"xmpp: the server did not confirm the messages within {self.timeout:g}s")
-            client.fail(error)
+            failure = TemporaryError(
+                f"xmpp: the server did not confirm the messages within {self.timeout:g}s"
+            )
+            client.fail(failure)
             client.abort()
-            raise error from None
-        return {sid: client.bounces.get(sid) for sid in ids}
+        except MessengerError as exc:
+            failure = exc
+        if failure is None:
+            return {sid: client.bounces.get(sid) for sid in ids}, None
+        # Acknowledged before the stream was lost: those were sent all the same.
+        return {sid: client.bounces.get(sid) for sid in ids if sid in client.acked}, failure
 
     @staticmethod
     async def _until(client: _Client, predicate: Callable[[], bool]) -> None:
