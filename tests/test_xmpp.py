@@ -242,9 +242,8 @@ def test_bad_jid_or_unknown_account_fail_alone_and_the_rest_goes_out(server, lis
     ann, bob = listen(server), listen(server)
     register_messenger_objects(messenger(server))
     nobody = f"nobody-{os.getpid()}@{server.domain}"
-    [(_, dispatches)] = schedule_messages(
-        "Batch note", recipients("xmpp", [ann.account.jid, "slipped@dispatcher.test", nobody, bob.account.jid])
-    )
+    addresses = [ann.account.jid, "slipped@dispatcher.test", nobody, bob.account.jid]
+    [(_, dispatches)] = schedule_messages("Batch note", recipients("xmpp", addresses))
     # One bad address slipped past validation (written by another path).
     Dispatch.objects.filter(pk=dispatches[1].pk).update(address="slipped@@dispatcher.test")
     deliver_batch("xmpp", [d.pk for d in dispatches])
