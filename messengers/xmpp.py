@@ -33,6 +33,8 @@ from slixmpp import ClientXMPP
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.jid import JID, InvalidJID
 
+from dispatcher.redact import redact, register_secret
+
 from .base import MessengerBase
 from .exceptions import (
     InvalidAddress,
@@ -43,6 +45,28 @@ from .exceptions import (
 )
 
 logger = logging.getLogger("messengers.xmpp")
+
+
+class _SASLRedactingFilter(logging.Filter):
+    """slixmpp logs every byte it sends at DEBUG, SASL exchanges included
+    (a PLAIN ``<auth>`` is the password in base64): mask them, and any
+    registered secret."""
+
+    _SASL = re.compile(r"(<(?:auth|response|challenge|success)\b[^>]*>)[^<]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken record is not ours to fix
+            return True
+        masked = redact(self._SASL.sub(r"\1***", message))
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
+for _name in ("slixmpp.xmlstream.xmlstream", "slixmpp.features.feature_mechanisms.mechanisms"):
+    logging.getLogger(_name).addFilter(_SASLRedactingFilter())
 
 T = TypeVar("T")
 
@@ -116,6 +140,7 @@ def select_proxy(proxy: ProxySetting) -> str | None:
 
 def _check_proxy_url(url: str) -> None:
     parts = urlsplit(url)
+    register_secret(unquote(parts.password or ""))
     if parts.scheme not in ("http", "socks5", "socks5h") or not parts.hostname:
         raise MessengerConfigurationError(
             f"xmpp: unsupported proxy {parts.scheme}://{parts.hostname or ''} "
@@ -129,8 +154,9 @@ async def open_tunnel(loop: asyncio.AbstractEventLoop, proxy_url: str, host: str
     HTTP proxies get ``CONNECT``; SOCKS5 proxies a CONNECT request, with
     username/password authentication when the URL has credentials.
     ``socks5h://`` lets the proxy resolve ``host``; ``socks5://`` resolves it
-    here. Proxy credentials refused: :class:`PermanentError`; anything else
-    the proxy or the network says: :class:`TemporaryError`.
+    here. Failures are :class:`TemporaryError`, proxy credentials refused
+    included (as for the HTTP messengers: fixing the proxy must not lose
+    messages).
     """
     parts = urlsplit(proxy_url)
     scheme = parts.scheme
@@ -200,7 +226,7 @@ async def _http_connect(loop: asyncio.AbstractEventLoop, sock: socket.socket, wh
     fields = status_line.split(" ", 2)
     code = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else 0
     if code == 407:
-        raise PermanentError(f"{where}: proxy authentication refused ({status_line})")
+        raise TemporaryError(f"{where}: the proxy refused our credentials ({status_line})")
     if not 200 <= code < 300:
         raise TemporaryError(f"{where}: CONNECT {target} refused: {status_line}")
 
@@ -224,9 +250,9 @@ async def _socks5_connect(loop: asyncio.AbstractEventLoop, sock: socket.socket, 
         await loop.sock_sendall(sock, b"\x01" + bytes([len(u)]) + u + bytes([len(p)]) + p)
         _, status = await _recv_exactly(loop, sock, 2, where)
         if status != 0:
-            raise PermanentError(f"{where}: proxy authentication refused")
+            raise TemporaryError(f"{where}: the proxy refused our credentials")
     elif method != 0x00:
-        raise PermanentError(f"{where}: no acceptable authentication method (credentials needed?)")
+        raise TemporaryError(f"{where}: no acceptable authentication method (credentials needed?)")
 
     try:
         ip = ipaddress.ip_address(host)
@@ -348,8 +374,6 @@ class _Client(ClientXMPP):
         try:
             sock = await open_tunnel(self.loop, self.proxy_url, host, port)
         except MessengerError as exc:
-            if exc.permanent:
-                self.fail(exc)
             self.event("connection_failed", exc)
             return False
         try:
@@ -474,11 +498,14 @@ class XMPPMessenger(MessengerBase):
             raise MessengerConfigurationError(
                 f"xmpp: message_type {message_type!r}: use chat, normal or headline"
             )
-        if isinstance(proxy, str) and proxy:
-            _check_proxy_url(proxy)
+        if not callable(proxy):
+            url = select_proxy(proxy)  # a bad proxy fails now, not at the first batch
+            if url:
+                _check_proxy_url(url)
         self.from_jid = jid.bare
         self.resource = jid.resource or "dispatcher"
         self.password = password or ""
+        register_secret(self.password)
         self.mode = self.DIRECT_TLS if direct_tls else self.PLAINTEXT if plaintext else self.STARTTLS
         self.host = host or jid.domain
         self.port = int(port) if port else (5223 if direct_tls else 5222)
@@ -596,9 +623,15 @@ class XMPPMessenger(MessengerBase):
 
     # -- the session ---------------------------------------------------------------
     async def _open(self) -> _Client:
-        proxy_url = select_proxy(self.proxy)
+        try:
+            proxy_url = select_proxy(self.proxy)
+        except Exception as exc:  # a callable's own failure; its text may hold secrets
+            raise TemporaryError(f"xmpp: the proxy callable failed: {type(exc).__name__}") from None
         if proxy_url:
-            _check_proxy_url(proxy_url)
+            try:
+                _check_proxy_url(proxy_url)
+            except MessengerConfigurationError as exc:
+                raise TemporaryError(str(exc)) from None  # fixing the setting must not lose messages
         assert self._loop is not None
         client = _Client(
             f"{self.from_jid}/{self.resource}-{uuid.uuid4().hex[:8]}",
