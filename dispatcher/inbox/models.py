@@ -11,6 +11,7 @@ its way through a messenger.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
@@ -119,7 +120,9 @@ class PrivateMessageQuerySet(models.QuerySet):
     def _side_update(self, user: Any, ids: Any, **changes: Any) -> int:
         """Apply ``sender_<x>``/``recipient_<x>`` changes on the user's side of each message."""
         pk = _pk(user)
-        ids = [_pk(i) for i in ids] if isinstance(ids, (list, tuple, set)) else [_pk(ids)]
+        if isinstance(ids, (models.Model, str, int)) or not isinstance(ids, Iterable):
+            ids = [ids]
+        ids = [_pk(i) for i in ids]
         count = self.filter(pk__in=ids, sender=pk).update(**{f"sender_{k}": v for k, v in changes.items()})
         count += self.filter(pk__in=ids, recipient=pk, moderation_status=Status.ACCEPTED).update(
             **{f"recipient_{k}": v for k, v in changes.items()}
@@ -210,7 +213,12 @@ class PrivateMessage(models.Model):
             ),
             # Archives, trash, conversations from the recipient's side.
             models.Index(fields=["recipient", "sent_at"], name="pm_recipient_idx"),
-            # Sent folder, and conversations between two users.
+            # The sent folder: what one sender still keeps there, newest first.
+            models.Index(
+                fields=["sender", "-sent_at", "-id"], name="pm_sent_idx",
+                condition=Q(sender_archived=False, sender_deleted_at__isnull=True),
+            ),
+            # Conversations between two users; archives and trash from the sender's side.
             models.Index(fields=["sender", "recipient", "sent_at"], name="pm_sender_idx"),
             models.Index(fields=["thread", "sent_at"], name="pm_thread_idx"),
             # The moderators' queue.

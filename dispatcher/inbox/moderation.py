@@ -162,11 +162,16 @@ def moderate(
     with the number of messages decided at once (an admin page at most).
     """
     target = Status.ACCEPTED if accept else Status.REJECTED
-    if not isinstance(messages, models.QuerySet):
-        messages = PrivateMessage.objects.filter(pk__in=[m.pk for m in messages])
+    if isinstance(messages, models.QuerySet):
+        # Whatever the caller's queryset does (an admin search may add DISTINCT,
+        # which FOR UPDATE refuses), lock by primary key.
+        selected: Any = messages.order_by().values("pk")
+    else:
+        selected = [m.pk for m in messages]
     with transaction.atomic():
         rows = list(
-            messages.exclude(moderation_status=target)
+            PrivateMessage.objects.filter(pk__in=selected)
+            .exclude(moderation_status=target)
             .select_related("sender", "recipient")
             .select_for_update(of=("self",))
             .order_by("pk")

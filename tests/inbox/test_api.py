@@ -174,6 +174,10 @@ def test_folders_and_unread_count(users):
     assert PrivateMessage.objects.undelete_for(users.bob, m3) == 1
     assert PrivateMessage.objects.unarchive(users.bob, m1) == 1
     assert ids(PrivateMessage.objects.inbox(users.bob)) == [m3.pk, m2.pk, m1.pk]
+    # A queryset works as well as a list: each user changes only their own side.
+    assert PrivateMessage.objects.archive(users.cat, PrivateMessage.objects.all()) == 1  # m2
+    assert PrivateMessage.objects.archive(users.ann, PrivateMessage.objects.all()) == 2  # m1, m3
+    assert ids(PrivateMessage.objects.inbox(users.bob)) == [m3.pk, m2.pk, m1.pk]
     # Someone who is neither side changes nothing.
     assert PrivateMessage.objects.delete_for(users.cat, [m1, m3]) == 0
 
