@@ -96,8 +96,9 @@ class FacebookMessenger(HTTPMessenger):
     def api_error(self, error: dict[str, Any], response: requests.Response, what: str) -> MessengerError:
         code = error.get("code")
         subcode = error.get("error_subcode")
-        text = redact(f"fb {what}: error {code}" + (f"/{subcode}" if subcode else "")
-                      + f" {error.get('type', '')}: {error.get('message', '')}")
+        reason = redact(f"error {code}" + (f"/{subcode}" if subcode else "")
+                        + f" {error.get('type', '')}: {error.get('message', '')}")
+        text = f"fb {what}: {reason}"
         if code in THROTTLING_CODES:
             delay = usage_delay(response) or self.throttle_delay
             return RateLimited(text + " (throttled)", retry_after=delay)
@@ -107,7 +108,7 @@ class FacebookMessenger(HTTPMessenger):
             return PermanentError(text + " (the page token expired or was revoked: make a new one)")
         if code in PERMANENT_CODES:
             return PermanentError(text)
-        return self.http_error(response, what, text) or PermanentError(text)
+        return self.http_error(response, what, reason) or PermanentError(text)
 
     def send_dispatch(self, message_cls: Any, message_model: Any, dispatch: Any) -> None:
         text = (dispatch.rendered.text or "").strip()

@@ -26,6 +26,7 @@ class Received:
     body: bytes
     url: str = ""
     at: float = field(default_factory=time.monotonic)  # when it arrived
+    client_port: int = 0  # tells connections apart (keep-alive reuse)
 
     @property
     def form(self) -> dict[str, str]:
@@ -59,6 +60,7 @@ App = Callable[[Received], Reply]
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
+    protocol_version = "HTTP/1.1"  # keep-alive, as real APIs: every reply has a Content-Length
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
         pass
@@ -74,6 +76,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers={k.lower(): v for k, v in self.headers.items()},
             body=body,
             url=self.path,
+            client_port=self.client_address[1],
         )
         self.server.owner.received.append(received)
         try:

@@ -45,6 +45,14 @@ def test_send_message_with_options(fake):
     }
 
 
+def test_one_connection_per_batch(fake):
+    deliver("telegram", "Hi", ["1", "2", "3"])
+    deliver("telegram", "Hi", ["4"])
+    ports = [r.client_port for r in fake.server.received]
+    assert ports[0] == ports[1] == ports[2]  # the batch's session kept its connection
+    assert ports[3] != ports[0]  # and closed it when the batch ended
+
+
 def test_channel_name_and_negative_group_ids(fake):
     sent = deliver("telegram", "Hello", ["@news_channel", "-1001234567890"])
     assert [d.status for d in sent] == ["sent", "sent"]
