@@ -85,7 +85,8 @@ _TEMPORARY_CONDITIONS = {
     "recipient-unavailable",
 }
 # Stream errors that a retry of the same configuration will not fix.
-_PERMANENT_STREAM_ERRORS = {"host-unknown", "not-authorized", "policy-violation", "improper-addressing"}
+# (policy-violation is not one: servers use it for rate limits too.)
+_PERMANENT_STREAM_ERRORS = {"host-unknown", "not-authorized", "improper-addressing"}
 
 
 def parse_jid(address: Any) -> JID:
@@ -483,6 +484,7 @@ class XMPPMessenger(MessengerBase):
         timeout: float = 30,
         confirm_every: int = 50,
         message_type: str = "chat",
+        max_text_length: int | None = 60_000,
     ) -> None:
         try:
             jid = JID(from_jid or "")
@@ -516,6 +518,7 @@ class XMPPMessenger(MessengerBase):
         self.timeout = float(timeout)
         self.confirm_every = max(1, int(confirm_every))
         self.message_type = message_type
+        self.max_text_length = max_text_length
         # Per batch, on the copy made by for_batch().
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: _Client | None = None
@@ -574,6 +577,11 @@ class XMPPMessenger(MessengerBase):
             if not body:
                 self.mark_failed(dispatch, PermanentError("xmpp: the message has no text"))
                 continue
+            too_long = self._too_long(body)
+            if too_long:
+                # A stanza over the server's limit closes the whole stream.
+                self.mark_failed(dispatch, PermanentError(too_long))
+                continue
             items.append((dispatch, self.stanza_id(dispatch), to, body))
         for start in range(0, len(items), self.confirm_every):
             chunk = items[start : start + self.confirm_every]
@@ -600,6 +608,22 @@ class XMPPMessenger(MessengerBase):
     def body(dispatch: Any) -> str:
         rendered = dispatch.rendered
         return _XML_INVALID.sub("\ufffd", rendered.text or rendered.subject or "").strip()
+
+    def _too_long(self, body: str) -> str:
+        """Why ``body`` is too long to send, or ''. The server's own limit
+        (XEP-0478) wins when it advertises one."""
+        client = self._client
+        server_limit = client.limits.max_bytes if client is not None else None
+        if server_limit:
+            size = len(body.encode())
+            if size + 1024 > server_limit:  # room for the stanza around the text
+                return f"xmpp: the text is {size} bytes; the server takes stanzas up to {server_limit} bytes"
+        elif self.max_text_length and len(body) > self.max_text_length:
+            return (
+                f"xmpp: the text is {len(body)} characters, over max_text_length={self.max_text_length} "
+                "(raise it if your server accepts larger stanzas)"
+            )
+        return ""
 
     @staticmethod
     def stanza_id(dispatch: Any) -> str:

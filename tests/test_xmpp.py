@@ -259,6 +259,18 @@ def test_bad_jid_or_unknown_account_fail_alone_and_the_rest_goes_out(server, lis
         assert [m.body for m in flush_to(listener, server)] == ["Batch note"]
 
 
+def test_a_text_too_long_for_the_server_fails_alone(server, listen):
+    ann = listen(server)
+    register_messenger_objects(messenger(server, max_text_length=100))
+    rows = schedule_messages(["short one", "x" * 101, "short two"], recipients("xmpp", ann.account.jid))
+    ids = [dispatches[0].pk for _, dispatches in rows]
+    deliver_batch("xmpp", ids)
+    statuses = dict(Dispatch.objects.filter(pk__in=ids).values_list("pk", "status"))
+    assert [statuses[pk] for pk in ids] == ["sent", "failed", "sent"]
+    assert "over max_text_length=100" in errors_of(Dispatch.objects.get(pk=ids[1]))[0].text
+    assert [m.body for m in flush_to(ann, server)] == ["short one", "short two"]
+
+
 # -- the worker's view -----------------------------------------------------------------
 
 
