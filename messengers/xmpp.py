@@ -438,9 +438,13 @@ class _Client(ClientXMPP):
 
     def _on_message_error(self, message: Any) -> None:
         error = message["error"]
-        self.bounces[message["id"]] = xmpp_error_to_exception(
+        bounce = xmpp_error_to_exception(
             error["condition"], error["type"], error["text"], str(message["from"])
         )
+        self.bounces[message["id"]] = bounce
+        # Attributed to its dispatch if that one is still being confirmed;
+        # logged in any case (a late one arrives after its dispatch was marked).
+        logger.info("xmpp: message %s bounced: %s", message["id"], bounce)
         self.changed.set()
 
 
