@@ -26,6 +26,8 @@ DISPATCHER_MESSENGERS = {
                     "options": {"fail_in": "interrupt", "fail_after": 2}},
 }
 
+DISPATCHER_WATCHED_MODELS = ["testapp.profile"]
+
 # Tests configure extra messengers (pointing at their own loopback servers) in
 # worker processes through the environment: {"alias": {"class": ..., "options": ...}}.
 DISPATCHER_MESSENGERS.update(json.loads(os.environ.get("TEST_EXTRA_MESSENGERS", "{}")))

@@ -10,6 +10,6 @@ class TestAppConfig(AppConfig):
         # How an application registers its message types: in its ready().
         from dispatcher.api import register_message_types
 
-        from .message_types import HelloMessage
+        from .message_types import HelloMessage, NewsletterMessage, SecurityAlertMessage
 
-        register_message_types(HelloMessage)
+        register_message_types(HelloMessage, NewsletterMessage, SecurityAlertMessage)
