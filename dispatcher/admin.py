@@ -3,13 +3,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.contenttypes.models import ContentType
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
 from .api import cancel, retry_now
-from .models import Dispatch, DispatchError, Message
+from .model_events import watched_models
+from .models import Dispatch, DispatchError, Message, ModelEventSubscription, Subscription
 
 
 @admin.action(description="Retry now")
@@ -82,3 +84,30 @@ class MessageAdmin(admin.ModelAdmin):
     def dispatches_link(self, obj: Message) -> str:
         url = reverse("admin:dispatcher_dispatch_changelist") + f"?message__id__exact={obj.pk}"
         return format_html('<a href="{}">dispatches</a>', url)
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(admin.ModelAdmin):
+    list_display = ("message_type", "messenger", "recipient", "address", "created")
+    list_filter = ("message_type", "messenger")
+    search_fields = ("address", "recipient__username", "recipient__email")
+    raw_id_fields = ("recipient",)
+
+
+@admin.register(ModelEventSubscription)
+class ModelEventSubscriptionAdmin(admin.ModelAdmin):
+    list_display = ("content_type", "action", "object_id", "messenger", "recipient", "address",
+                    "active", "fired_count")
+    list_filter = ("action", "active", "messenger", "content_type")
+    search_fields = ("address", "recipient__username", "recipient__email")
+    raw_id_fields = ("recipient",)
+    readonly_fields = ("fired_count", "created")
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "content_type":
+            # Only watched models can be subscribed to.
+            labels = watched_models()
+            kwargs["queryset"] = ContentType.objects.filter(
+                pk__in=[ContentType.objects.get_for_model(m).pk for m in labels.values()]
+            )
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)

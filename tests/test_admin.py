@@ -71,3 +71,25 @@ def test_message_admin_cancels_its_dispatches(staff):
 def test_admin_requires_staff(client):
     response = client.get(reverse("admin:dispatcher_dispatch_changelist"))
     assert response.status_code == 302 and "/login/" in response["Location"]
+
+
+def test_model_event_subscription_admin_offers_watched_models_and_validates(staff, django_user_model):
+    page = staff.get(reverse("admin:dispatcher_modeleventsubscription_add")).content.decode()
+    assert "profile" in page and "unwatched" not in page
+    from django.contrib.contenttypes.models import ContentType
+
+    from dispatcher.models import ModelEventSubscription
+    from tests.testapp.models import Profile
+
+    ct = ContentType.objects.get_for_model(Profile)
+    response = staff.post(reverse("admin:dispatcher_modeleventsubscription_add"), {
+        "content_type": ct.pk, "action": "create", "messenger": "smtp", "address": "a@example.org",
+        "filters": "{}", "subject_template": "{{ nope }}", "body_template": "", "active": "on",
+    })
+    assert "unknown field" in response.content.decode()
+    assert ModelEventSubscription.objects.count() == 0
+    staff.post(reverse("admin:dispatcher_modeleventsubscription_add"), {
+        "content_type": ct.pk, "action": "create", "messenger": "smtp", "address": "a@example.org",
+        "filters": "{}", "subject_template": "New: {{ full_name }}", "body_template": "", "active": "on",
+    })
+    assert ModelEventSubscription.objects.get().subject_template == "New: {{ full_name }}"
