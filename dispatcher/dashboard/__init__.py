@@ -1,0 +1,1 @@
+"""Operator views: the dashboard and the Prometheus metrics endpoint."""
