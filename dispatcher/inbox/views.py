@@ -238,8 +238,9 @@ def send(request: HttpRequest) -> HttpResponse:
         raise BadRequest("recipient or recipient_id is required")
     if recipient.pk == user.pk:
         raise BadRequest("you cannot write to yourself")
-    subject = str(data.get("subject") or "")
-    body = str(data.get("body") or "")
+    subject, body = data.get("subject") or "", data.get("body") or ""
+    if not (isinstance(subject, str) and isinstance(body, str)):
+        raise BadRequest("subject and body must be strings")
     if not (subject.strip() or body.strip()):
         raise BadRequest("a message needs a subject or a body")
     message = pm_write(user, recipient, subject, body, auto_moderators=auto_moderators() or None,

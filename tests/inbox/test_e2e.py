@@ -58,3 +58,32 @@ def test_event_announcements_reach_subscribers(workers, sink, users, django_user
     assert {m["Subject"].strip() for m in sink.messages} == {
         "New message from site_admin: New concert at Our School: Spring Concert"
     }
+
+
+@pytest.fixture
+def site_table():
+    """The sites framework's table, with the current site, in the shared test
+    database (this test process runs without django.contrib.sites; the worker
+    runs with it: tests/inbox/sites_settings.py)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE django_site (id integer PRIMARY KEY, "
+                       "domain varchar(100) NOT NULL UNIQUE, name varchar(50) NOT NULL)")
+        cursor.execute("INSERT INTO django_site (id, domain, name) "
+                       "VALUES (1, 'school.example.org', 'Our School')")
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE django_site")
+
+
+def test_site_is_in_the_template_context_when_the_sites_framework_is_installed(
+    workers, sink, users, site_table
+):
+    workers("sites", smtp_port=sink.port, DJANGO_SETTINGS_MODULE="tests.inbox.sites_settings")
+    pm_write(users.ann, users.bob, "With sites", "Hello")
+    wait_for(all_sent(1), 60, 0.2, "the notification to be sent")
+    wait_for(lambda: sink.messages, 10)
+    lines = sink.messages[0].get_content().splitlines()
+    assert "ann sent you a private message on Our School." in lines
+    assert "https://school.example.org/" in lines

@@ -168,3 +168,19 @@ def test_accepting_a_pending_reply_sets_replied_at_on_the_parent(users, settings
     moderate([reply], accept=False, reason="late")
     first.refresh_from_db()
     assert first.replied_at is None  # rolled back with the rejection
+
+
+def test_message_sent_fires_when_a_moderator_accepts_never_on_rejection(
+    users, settings, signals, django_capture_on_commit_callbacks
+):
+    settings.DISPATCHER_INBOX_AUTO_MODERATE_AS = None
+    with django_capture_on_commit_callbacks(execute=True):
+        first = written(users, [const(None)], skip_notification=True)
+        second = written(users, [const(None)], skip_notification=True)
+    assert signals["sent"] == []  # pending: not sent yet
+    with django_capture_on_commit_callbacks(execute=True):
+        moderate([second], accept=False, reason="no", skip_notification=True)
+        moderate([first], accept=True, skip_notification=True)
+    assert [(e["message"].pk, e["from_user"], e["to"]) for e in signals["sent"]] == [
+        (first.pk, users.ann, users.bob)
+    ]

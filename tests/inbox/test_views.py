@@ -218,6 +218,7 @@ def test_send_refuses_bad_requests(users, ann, cat):
         ({"recipient": "nobody", "subject": "x"}, "no such recipient"),
         ({"recipient": "ann", "subject": "x"}, "yourself"),
         ({"recipient": "bob"}, "subject or a body"),
+        ({"recipient": "bob", "subject": ["a", "list"]}, "must be strings"),
         ({"recipient": "bob", "subject": "x" * 200}, "longer than 120"),
     ):
         response = ann.post("send", data=data)
