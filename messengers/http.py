@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeAlias
+from urllib.parse import unquote
 
 import requests
 
@@ -99,7 +100,8 @@ def normalize_proxies(proxy: ProxyValue) -> dict[str, str] | None:
             )
         netloc = str(url).partition("://")[2].split("/", 1)[0]
         if "@" in netloc:
-            register_secret(netloc.rpartition("@")[0].partition(":")[2])
+            password = netloc.rpartition("@")[0].partition(":")[2]
+            register_secret(password, unquote(password))
         result[str(key)] = str(url)
     return result or None
 
