@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dj_database_url
 
+from . import messenger_settings
 from .env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -124,6 +125,8 @@ DISPATCHER_MESSENGERS: dict[str, dict] = {
         },
     },
 }
+
+DISPATCHER_MESSENGERS.update(messenger_settings.from_environment())
 
 # --- Delivery engine --------------------------------------------------------------
 DISPATCHER_BATCH_SIZE = env_int("DISPATCHER_BATCH_SIZE", 100)
