@@ -19,7 +19,11 @@ _PATTERNS = [
         r"((?:access_token|token|api_key|apikey|key|secret|password|auth|signature|sig)=)[^&\s'\"]+",
         re.I,
     ),
-    re.compile(r"(Authorization:?\s*(?:Bearer|Basic|OAuth)?\s*)[^\s,'\"]+", re.I),
+    # "Authorization: <credentials>" or "Authorization Bearer <token>", but not
+    # the word in ordinary text ("User authorization failed").
+    re.compile(
+        r"(Authorization(?::\s*(?:Bearer|Basic|OAuth)?\s*|\s+(?:Bearer|Basic|OAuth)\s+))[^\s,'\"]+", re.I
+    ),
     re.compile(r"(://[^:/\s]+:)[^@/\s]+(@)"),
 ]
 
