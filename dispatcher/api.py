@@ -16,6 +16,7 @@ from messengers.base import MessengerBase
 
 from .delivery import UNSUBSCRIBABLE
 from .exceptions import InvalidRecipient, NoRecipients, UnknownMessageType
+from .inbox.api import Inbox, pm_broadcast, pm_write
 from .messages import MessageBase, PlainTextMessage
 from .models import Dispatch, Message
 from .publish import publish
@@ -30,11 +31,14 @@ from .registry import (
 from .subscriptions import subscribers
 
 __all__ = [
+    "Inbox",
     "Recipient",
     "cancel",
     "get_registered_message_types",
     "get_registered_messenger_object",
     "get_registered_messenger_objects",
+    "pm_broadcast",
+    "pm_write",
     "recipients",
     "register_message_types",
     "register_messenger_objects",
