@@ -1,0 +1,213 @@
+"""What operators look at, computed in SQL with a fixed number of bounded queries.
+
+The dashboard, the Prometheus collector and ``manage.py dispatcher_status``
+all read from here, so they agree. Every function runs one aggregate query
+(GROUP BY or a LIMITed select): the number of queries and the rows returned
+do not grow with the number of dispatches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, OuterRef, Q, Subquery, Sum
+from django.db.models.functions import TruncMinute
+from django.utils import timezone
+
+from ..models import Dispatch, DispatchError
+from ..registry import get_registered_messenger_objects
+
+STATUSES: tuple[str, ...] = tuple(Dispatch.Status.values)
+
+#: Upper bounds (seconds) of the send latency histogram buckets.
+LATENCY_BUCKETS: tuple[float, ...] = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
+
+
+def counts_by_messenger_status() -> dict[str, dict[str, int]]:
+    """``{messenger: {status: count}}`` for every messenger with rows (one GROUP BY)."""
+    result: dict[str, dict[str, int]] = {}
+    rows = Dispatch.objects.order_by().values_list("messenger", "status").annotate(n=Count("id"))
+    for messenger, status, n in rows:
+        result.setdefault(messenger, {})[status] = n
+    return result
+
+
+def known_messengers(counts: dict[str, Any] | None = None) -> list[str]:
+    """Registered messengers plus any that still have rows (e.g. removed from settings)."""
+    return sorted(set(get_registered_messenger_objects()) | set(counts or {}))
+
+
+def due_by_messenger(now: datetime | None = None) -> dict[str, int]:
+    """Pending and erroring dispatches that are due now, per messenger.
+
+    This is the database's view of the backlog: rows a worker could claim
+    right now (whether or not their task is still in the broker). It reads
+    the ``(status, next_attempt_at)`` index.
+    """
+    now = now or timezone.now()
+    rows = (
+        Dispatch.objects.order_by()
+        .filter(status__in=Dispatch.CLAIMABLE, next_attempt_at__lte=now)
+        .values_list("messenger")
+        .annotate(n=Count("id"))
+    )
+    return dict(rows)
+
+
+def oldest_due_pending(now: datetime | None = None) -> timedelta | None:
+    """How long the longest-waiting due PENDING dispatch has been due (None: none waiting).
+
+    Scheduled rows (``send_at`` in the future) are not waiting yet, so the
+    age is counted from ``next_attempt_at``, the moment it became due.
+    """
+    now = now or timezone.now()
+    oldest = Dispatch.objects.filter(
+        status=Dispatch.Status.PENDING, next_attempt_at__lte=now
+    ).aggregate(oldest=Min("next_attempt_at"))["oldest"]
+    return None if oldest is None else max(timedelta(0), now - oldest)
+
+
+@dataclass
+class Throughput:
+    """Sent dispatches per minute: one series per messenger over ``labels``."""
+
+    labels: list[str]
+    series: dict[str, list[int]]
+
+    @property
+    def total(self) -> int:
+        return sum(sum(points) for points in self.series.values())
+
+    def as_chart_data(self) -> dict[str, Any]:
+        return {"labels": self.labels, "series": self.series}
+
+
+def sent_per_minute(minutes: int = 60, now: datetime | None = None) -> Throughput:
+    """Dispatches SENT per minute and messenger over the last ``minutes``.
+
+    One ``TruncMinute`` GROUP BY over the ``(status, dispatched_at)`` index;
+    it returns at most ``minutes`` × messengers rows, never the dispatches.
+    """
+    now = now or timezone.now()
+    end = now.replace(second=0, microsecond=0)
+    start = end - timedelta(minutes=minutes - 1)
+    rows = (
+        Dispatch.objects.order_by()
+        .filter(status=Dispatch.Status.SENT, dispatched_at__gte=start)
+        .annotate(minute=TruncMinute("dispatched_at"))
+        .values_list("minute", "messenger")
+        .annotate(n=Count("id"))
+    )
+    slots = [start + timedelta(minutes=i) for i in range(minutes)]
+    index = {slot: i for i, slot in enumerate(slots)}
+    series: dict[str, list[int]] = {}
+    for minute, messenger, n in rows:
+        i = index.get(minute)
+        if i is None:  # a clock ahead of ours: count it in the last minute
+            i = minutes - 1
+        series.setdefault(messenger, [0] * minutes)[i] += n
+    return Throughput([slot.strftime("%H:%M") for slot in slots], dict(sorted(series.items())))
+
+
+def recent_failures(limit: int = 25, messenger: str | None = None) -> list[Dispatch]:
+    """The latest dispatches that failed or are waiting for a retry, with their last error.
+
+    One query: the newest ``limit`` rows in FAILED or ERROR, each annotated
+    with its latest DispatchError (``last_error_class``, ``last_error``,
+    ``last_error_at``) through correlated subqueries on the error's
+    ``dispatch_id`` index.
+    """
+    latest = DispatchError.objects.filter(dispatch=OuterRef("pk")).order_by("-id")
+    qs = Dispatch.objects.filter(status__in=(Dispatch.Status.FAILED, Dispatch.Status.ERROR))
+    if messenger:
+        qs = qs.filter(messenger=messenger)
+    return list(
+        qs.select_related("message")
+        .annotate(
+            last_error_class=Subquery(latest.values("error_class")[:1]),
+            last_error=Subquery(latest.values("text")[:1]),
+            last_error_at=Subquery(latest.values("created")[:1]),
+        )
+        .order_by("-id")[:limit]
+    )
+
+
+def errors_by_messenger() -> dict[str, dict[bool, int]]:
+    """Failed attempts recorded (DispatchError rows) per messenger and permanence (one GROUP BY).
+
+    Rows go away with their dispatch when the cleanup sweep deletes old
+    SENT dispatches, so this is a count of what the table holds, not a
+    counter since the beginning of time.
+    """
+    result: dict[str, dict[bool, int]] = {}
+    rows = (
+        DispatchError.objects.order_by()
+        .values_list("dispatch__messenger", "permanent")
+        .annotate(n=Count("id"))
+    )
+    for messenger, permanent, n in rows:
+        result.setdefault(messenger, {})[bool(permanent)] = n
+    return result
+
+
+@dataclass
+class LatencyHistogram:
+    """Cumulative bucket counts of send latency for one messenger."""
+
+    buckets: list[tuple[float, int]]  # (upper bound in seconds, count <= bound), +Inf last
+    count: int
+    sum_seconds: float
+
+
+def send_latency(window_seconds: int = 3600, now: datetime | None = None) -> dict[str, LatencyHistogram]:
+    """Latency (Message created → dispatch SENT) of dispatches sent in the last ``window_seconds``.
+
+    Computed at scrape time in one aggregate query: a conditional COUNT per
+    bucket and a SUM, grouped by messenger, over rows found through the
+    ``(status, dispatched_at)`` index. Every worker on every host writes
+    ``dispatched_at``, so the histogram covers them all without sharing
+    process-local metrics. Scheduled messages (``send_at``) include their
+    wait: the latency is what the person who scheduled the message sees.
+    """
+    now = now or timezone.now()
+    latency = ExpressionWrapper(F("dispatched_at") - F("message__created"), output_field=DurationField())
+    aggregates: dict[str, Any] = {
+        f"le_{i}": Count("id", filter=Q(latency__lte=timedelta(seconds=bound)))
+        for i, bound in enumerate(LATENCY_BUCKETS)
+    }
+    aggregates["total"] = Count("id")
+    aggregates["latency_sum"] = Sum("latency")
+    rows = (
+        Dispatch.objects.order_by()
+        .filter(status=Dispatch.Status.SENT, dispatched_at__gte=now - timedelta(seconds=window_seconds))
+        .annotate(latency=latency)
+        .values("messenger")
+        .annotate(**aggregates)
+    )
+    result = {}
+    for row in rows:
+        buckets = [(bound, row[f"le_{i}"]) for i, bound in enumerate(LATENCY_BUCKETS)]
+        buckets.append((float("inf"), row["total"]))
+        total = row["latency_sum"]
+        seconds = total.total_seconds() if isinstance(total, timedelta) else float(total or 0) / 1e6
+        result[row["messenger"]] = LatencyHistogram(buckets, row["total"], max(0.0, seconds))
+    return result
+
+
+def format_age(age: timedelta | None) -> str:
+    """``3d 4h``, ``5m 12s``: short and readable in a table cell."""
+    if age is None:
+        return "-"
+    seconds = int(age.total_seconds())
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"

@@ -1,0 +1,187 @@
+"""Prometheus metrics, computed from the database (and the broker) at scrape time.
+
+Why at scrape time rather than counters updated in the workers: workers are
+Celery prefork children on several hosts. Counters kept in their memory are
+invisible to the web process that serves ``/metrics``; prometheus_client's
+multiprocess mode only shares them between processes of one host (through
+``PROMETHEUS_MULTIPROC_DIR``), and every worker host would then need its own
+exporter. The database already holds every fact (status, ``dispatched_at``,
+the Message's ``created``, each failed attempt), written by all workers on all
+hosts, so one scrape of any web process sees the whole system. Each scrape runs
+a fixed number of aggregate queries, independent of the number of rows.
+
+Exposed:
+
+``dispatcher_dispatches{messenger,status}``
+    Dispatch rows per messenger and status (gauge; one GROUP BY).
+``dispatcher_dispatches_due{messenger}``
+    Pending and erroring rows due now: the database's backlog.
+``dispatcher_queue_depth{messenger,queue}``
+    Messages waiting in the broker queue ``dispatch.<alias>``.
+``dispatcher_broker_up``
+    1 when the broker answered the queue depth query, else 0.
+``dispatcher_oldest_due_pending_seconds``
+    How long the longest-waiting due PENDING dispatch has been due.
+``dispatcher_dispatch_errors{messenger,permanent}``
+    Failed attempts recorded (DispatchError rows), i.e. retries (``permanent="false"``)
+    and final failures (``permanent="true"``). A gauge: the cleanup sweep deletes
+    the rows of old SENT dispatches.
+``dispatcher_send_latency_seconds{messenger}``
+    A gauge histogram of Message created → dispatch SENT for dispatches sent in
+    the last ``DISPATCHER_METRICS_LATENCY_WINDOW`` seconds (default 3600).
+    ``histogram_quantile(0.95, dispatcher_send_latency_seconds_bucket)`` is the
+    p95 over that window, with no ``rate()`` needed.
+
+Protection: a staff session, or ``Authorization: Bearer <token>`` where the
+token is ``settings.DISPATCHER_METRICS_TOKEN`` or the environment variable of
+the same name. Without a token configured, only staff sessions get in.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Iterator
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .dashboard import stats
+from .dashboard.broker import queue_depths
+from .publish import dispatch_queue
+
+DEFAULT_LATENCY_WINDOW = 3600
+
+
+def latency_window() -> int:
+    value = getattr(settings, "DISPATCHER_METRICS_LATENCY_WINDOW", None)
+    if value is None:
+        value = os.environ.get("DISPATCHER_METRICS_LATENCY_WINDOW") or DEFAULT_LATENCY_WINDOW
+    return int(value)
+
+
+def metrics_token() -> str:
+    """The bearer token scrapers must send; empty: token access is off."""
+    token = getattr(settings, "DISPATCHER_METRICS_TOKEN", None)
+    if token is None:
+        token = os.environ.get("DISPATCHER_METRICS_TOKEN", "")
+    return str(token or "")
+
+
+class DispatcherCollector(Collector):
+    """Collects the dispatcher's metrics from the database and the broker on every scrape."""
+
+    def describe(self) -> list[Metric]:
+        # Nothing up front: describing would run the queries at registration.
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        counts = stats.counts_by_messenger_status()
+        messengers = stats.known_messengers(counts)
+
+        dispatches = GaugeMetricFamily(
+            "dispatcher_dispatches", "Dispatches per messenger and status.", labels=["messenger", "status"]
+        )
+        for alias in messengers:
+            by_status = counts.get(alias, {})
+            for status in stats.STATUSES:
+                dispatches.add_metric([alias, status], by_status.get(status, 0))
+        yield dispatches
+
+        due = stats.due_by_messenger()
+        due_metric = GaugeMetricFamily(
+            "dispatcher_dispatches_due", "Pending and erroring dispatches due now.", labels=["messenger"]
+        )
+        for alias in messengers:
+            due_metric.add_metric([alias], due.get(alias, 0))
+        yield due_metric
+
+        registered = stats.known_messengers()
+        broker = queue_depths(registered)
+        yield GaugeMetricFamily(
+            "dispatcher_broker_up", "1 if the broker answered the queue depth query.", value=int(broker.ok)
+        )
+        depth = GaugeMetricFamily(
+            "dispatcher_queue_depth", "Messages waiting in the broker queue of a messenger.",
+            labels=["messenger", "queue"],
+        )
+        for alias, n in sorted(broker.depths.items()):
+            depth.add_metric([alias, dispatch_queue(alias)], n)
+        yield depth
+
+        oldest = stats.oldest_due_pending()
+        yield GaugeMetricFamily(
+            "dispatcher_oldest_due_pending_seconds",
+            "Seconds the longest-waiting due pending dispatch has been due (0: none).",
+            value=oldest.total_seconds() if oldest else 0.0,
+        )
+
+        errors = GaugeMetricFamily(
+            "dispatcher_dispatch_errors",
+            "Failed attempts recorded, by messenger; permanent=false are retries.",
+            labels=["messenger", "permanent"],
+        )
+        by_messenger = stats.errors_by_messenger()
+        for alias in sorted(set(messengers) | set(by_messenger)):
+            recorded = by_messenger.get(alias, {})
+            for permanent in (False, True):
+                errors.add_metric([alias, str(permanent).lower()], recorded.get(permanent, 0))
+        yield errors
+
+        window = latency_window()
+        latency = GaugeHistogramMetricFamily(
+            "dispatcher_send_latency_seconds",
+            f"Message created to dispatch sent, for dispatches sent in the last {window} s.",
+            labels=["messenger"],
+        )
+        for alias, hist in sorted(stats.send_latency(window).items()):
+            latency.add_metric(
+                [alias],
+                [(_le(bound), count) for bound, count in hist.buckets],
+                gsum_value=hist.sum_seconds,
+            )
+        yield latency
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else f"{bound:g}"
+
+
+registry = CollectorRegistry(auto_describe=False)
+registry.register(DispatcherCollector())
+
+
+def _authorized(request: HttpRequest) -> bool | None:
+    """True: let in. False: credentials given but wrong (403). None: none given (401)."""
+    user = getattr(request, "user", None)
+    if user is not None and user.is_active and user.is_staff:
+        return True
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    if header[:7].lower() == "bearer ":
+        token = metrics_token()
+        return bool(token) and hmac.compare_digest(header[7:].strip().encode(), token.encode())
+    if user is not None and user.is_authenticated:
+        return False
+    return None
+
+
+@require_GET
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """The Prometheus text exposition, for staff sessions and bearer-token scrapers."""
+    allowed = _authorized(request)
+    if not allowed:
+        response = HttpResponse(
+            "forbidden\n" if allowed is False else "authentication required\n",
+            status=403 if allowed is False else 401,
+            content_type="text/plain; charset=utf-8",
+        )
+        if allowed is None:
+            response["WWW-Authenticate"] = 'Bearer realm="dispatcher metrics"'
+        return response
+    response = HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    response["Cache-Control"] = "no-store"
+    return response
