@@ -129,7 +129,9 @@ DISPATCHER_MESSENGERS: dict[str, dict] = {
 DISPATCHER_MESSENGERS.update(messenger_settings.from_environment())
 
 # --- Delivery engine --------------------------------------------------------------
-DISPATCHER_BATCH_SIZE = env_int("DISPATCHER_BATCH_SIZE", 100)
+DISPATCHER_BATCH_SIZE = env_int("DISPATCHER_BATCH_SIZE", 500)
+DISPATCHER_MIN_BATCH_SIZE = env_int("DISPATCHER_MIN_BATCH_SIZE", 20)
+DISPATCHER_FANOUT_TASKS = env_int("DISPATCHER_FANOUT_TASKS", 64)
 DISPATCHER_LEASE_SECONDS = env_int("DISPATCHER_LEASE_SECONDS", 300)
 DISPATCHER_FLUSH_EVERY = env_int("DISPATCHER_FLUSH_EVERY", 20)
 DISPATCHER_FLUSH_SECONDS = env_float("DISPATCHER_FLUSH_SECONDS", 2.0)
@@ -172,7 +174,9 @@ CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 540)
 CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env_float("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", 30.0)
 CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE = True
 CELERY_WORKER_SEND_TASK_EVENTS = True
-CELERY_TASK_SEND_SENT_EVENT = True
+# Not task-sent events: they double the broker writes of a fan-out, and Flower
+# has the received/started/succeeded events from the workers.
+CELERY_TASK_SEND_SENT_EVENT = False
 CELERY_TASK_DEFAULT_QUEUE = "dispatcher"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"

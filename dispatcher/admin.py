@@ -47,7 +47,8 @@ class DispatchAdmin(admin.ModelAdmin):
         "next_attempt_at", "dispatched_at", "read_at",
     )
     list_filter = ("status", "messenger", "message__message_type")
-    search_fields = ("address",)
+    # Exact match: served by an index, where a "contains" search scans the table.
+    search_fields = ("=address",)
     list_select_related = ("message",)
     readonly_fields = (
         "message", "messenger", "recipient", "address", "status", "attempts", "next_attempt_at",

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from messengers.base import MessengerBase
 
+from .bulk import create_dispatches
 from .delivery import UNSUBSCRIBABLE
 from .exceptions import InvalidRecipient, NoRecipients, UnknownMessageType
 from .inbox.api import Inbox, pm_broadcast, pm_write
@@ -46,8 +47,6 @@ __all__ = [
     "schedule_messages",
     "send_test_message",
 ]
-
-BULK_BATCH_SIZE = 2000
 
 logger = logging.getLogger("dispatcher.api")
 
@@ -241,19 +240,7 @@ def _write(
         )
         result = []
         for message, targets in zip(rows, per_message, strict=True):
-            dispatches = [
-                Dispatch(
-                    message=message,
-                    messenger=r.messenger,
-                    recipient=r.user,
-                    address=r.address,
-                    next_attempt_at=due,
-                    queued_at=queued_at,
-                    created=now,
-                )
-                for r in targets
-            ]
-            Dispatch.objects.bulk_create(dispatches, batch_size=BULK_BATCH_SIZE)
+            dispatches = create_dispatches(message, targets, due, queued_at, now)
             result.append((message, dispatches))
         if queued_at is not None:
             pairs = [(d.messenger, d.pk) for _, ds in result for d in ds]

@@ -23,6 +23,18 @@ def dispatch_queue(alias: str) -> str:
     return f"dispatch.{alias}"
 
 
+def batch_size_for(count: int) -> int:
+    """How many ids one task carries, for ``count`` dispatches of one messenger.
+
+    A fan-out is cut into about DISPATCHER_FANOUT_TASKS tasks so that many
+    workers share it, with batches of at least DISPATCHER_MIN_BATCH_SIZE
+    (fewer, larger tasks cost less to publish and to claim) and at most
+    DISPATCHER_BATCH_SIZE.
+    """
+    spread = -(-count // settings.DISPATCHER_FANOUT_TASKS)
+    return max(1, min(settings.DISPATCHER_BATCH_SIZE, max(settings.DISPATCHER_MIN_BATCH_SIZE, spread)))
+
+
 def publish(pairs: Iterable[tuple[str, int]], batch_size: int | None = None) -> int:
     """Publish deliver tasks for ``(messenger alias, dispatch id)`` pairs.
 
@@ -30,24 +42,32 @@ def publish(pairs: Iterable[tuple[str, int]], batch_size: int | None = None) -> 
     tasks published. A broker error is logged, not raised: the rows are in the
     database and the requeue sweep will publish them again.
     """
-    size = batch_size or settings.DISPATCHER_BATCH_SIZE
     by_alias: dict[str, list[int]] = defaultdict(list)
     for alias, pk in pairs:
         by_alias[alias].append(pk)
+    chunks = [
+        (alias, ids[start : start + size])
+        for alias, ids in by_alias.items()
+        for size in [batch_size or batch_size_for(len(ids))]
+        for start in range(0, len(ids), size)
+    ]
     published = 0
-    for alias, ids in by_alias.items():
-        for start in range(0, len(ids), size):
-            chunk = ids[start : start + size]
-            try:
-                current_app.send_task(DELIVER_TASK, args=(alias, chunk), queue=dispatch_queue(alias))
-            except Exception:
-                logger.exception(
-                    "could not publish %d dispatches of %s; the requeue sweep will retry",
-                    len(chunk), alias,
+    try:
+        # One producer (one connection) for the whole fan-out.
+        with current_app.producer_or_acquire() as producer:
+            for alias, chunk in chunks:
+                current_app.send_task(
+                    DELIVER_TASK, args=(alias, chunk), queue=dispatch_queue(alias), producer=producer,
+                    # What Flower and the logs show; repr() of 100 ids costs more than the send.
+                    argsrepr=f"({alias!r}, [{chunk[0]}..{chunk[-1]}] {len(chunk)} ids)", kwargsrepr="{}",
                 )
-                _forget_queued(chunk)
-            else:
                 published += 1
+    except Exception:
+        unpublished = [pk for _, chunk in chunks[published:] for pk in chunk]
+        logger.exception(
+            "could not publish %d dispatches; the requeue sweep will publish them", len(unpublished)
+        )
+        _forget_queued(unpublished)
     return published
 
 

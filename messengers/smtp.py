@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import re
 import smtplib
 import ssl
 import uuid
 from collections.abc import Sequence
 from email.message import EmailMessage
-from email.utils import formatdate, parseaddr
+from email.utils import formatdate
 from typing import Any
 
 from .base import MessengerBase
 from .exceptions import InvalidAddress, MessengerConfigurationError, PermanentError, TemporaryError
+
+
+#: A bare address (no display name): one "@", no spaces or header punctuation.
+#: A regular expression, as a fan-out validates 100,000 addresses at a time.
+EMAIL_RE = re.compile(r"^[^@\s<>(),;:\"\[\]]+@[^@\s<>(),;:\"\[\]]+$")
 
 
 def classify_smtp_error(exc: BaseException) -> Exception:
@@ -80,9 +86,7 @@ class SMTPMessenger(MessengerBase):
 
     def validate_address(self, address: Any) -> str:
         address = super().validate_address(address)
-        _, addr = parseaddr(address)
-        local, _, domain = addr.rpartition("@")
-        if not local or not domain or " " in addr or addr != address:
+        if not EMAIL_RE.match(address):
             raise InvalidAddress(f"smtp: {address!r} is not an e-mail address")
         return address
 

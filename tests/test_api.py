@@ -181,3 +181,10 @@ def test_html_email_renders_text_alternative():
     assert rendered.html == "<p>Hello <b>you</b></p>"
     assert rendered.text == "Hello you"
 
+
+
+@pytest.mark.parametrize("count, size", [(1, 20), (100, 20), (2000, 32), (100_000, 500)])
+def test_fan_outs_are_cut_into_many_tasks_of_bounded_size(count, size):
+    from dispatcher.publish import batch_size_for
+
+    assert batch_size_for(count) == size

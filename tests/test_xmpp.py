@@ -377,7 +377,7 @@ def test_worker_sends_500_in_one_batch_each_received_once(server, listen, worker
     ))
     register_messenger_objects(XMPPMessenger(**options))  # for validation in this process
     texts = [f"Notice {i}" for i in range(250)]
-    with override_settings(DISPATCHER_BATCH_SIZE=500):
+    with override_settings(DISPATCHER_BATCH_SIZE=500, DISPATCHER_FANOUT_TASKS=1):
         schedule_messages(texts, recipients("xmpp", [ann.account.jid, bob.account.jid]))
 
     wait_for(lambda: Counter(Dispatch.objects.values_list("status", flat=True)) == {"sent": 500},
