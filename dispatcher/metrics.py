@@ -46,9 +46,11 @@ from collections.abc import Iterator
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from .dashboard import stats
 from .dashboard.broker import queue_depths
@@ -148,7 +150,8 @@ class DispatcherCollector(Collector):
 
 
 def _le(bound: float) -> str:
-    return "+Inf" if bound == float("inf") else f"{bound:g}"
+    # The same spelling as prometheus_client's own histograms: "15.0", "+Inf".
+    return floatToGoString(bound)
 
 
 registry = CollectorRegistry(auto_describe=False)
@@ -182,6 +185,9 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         if allowed is None:
             response["WWW-Authenticate"] = 'Bearer realm="dispatcher metrics"'
         return response
-    response = HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    # The format the scraper asks for: OpenMetrics for Prometheus (it asks for it
+    # first), the classic text format (0.0.4) for curl and browsers.
+    encoder, content_type = choose_encoder(request.META.get("HTTP_ACCEPT", ""))
+    response = HttpResponse(encoder(registry), content_type=content_type)
     response["Cache-Control"] = "no-store"
     return response

@@ -83,7 +83,7 @@ def _kombu_depths(aliases: list[str]) -> dict[str, int]:
 
     result: dict[str, int] = {}
     with current_app.connection_for_read(connect_timeout=TIMEOUT) as conn:
-        conn.ensure_connection(max_retries=1, timeout=TIMEOUT)
+        conn.ensure_connection(max_retries=0, timeout=TIMEOUT)  # one try, no retry sleep
         for alias in aliases:
             # A fresh channel per queue: on AMQP a passive declare of a missing
             # queue closes the channel it was sent on.
