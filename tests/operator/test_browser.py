@@ -40,7 +40,8 @@ def log_in(driver, live_server, username: str, next_path: str = "/dispatcher/ops
     driver.find_element(By.ID, "id_username").send_keys(username)
     driver.find_element(By.ID, "id_password").send_keys(PASSWORD)
     driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    wait(driver, lambda d: "/admin/login/" not in d.current_url or d.find_elements(By.CSS_SELECTOR, ".errornote"))
+    wait(driver, lambda d: "/admin/login/" not in d.current_url
+         or d.find_elements(By.CSS_SELECTOR, ".errornote"))
 
 
 def chart_pixels(driver, rgb: tuple[int, int, int]) -> int:
@@ -71,7 +72,8 @@ def test_staff_dashboard_chart_and_retry(driver, live_server, users, clean_broke
     driver.find_element(By.ID, "dispatcher-dashboard-link").click()
     wait(driver, lambda d: d.current_url.endswith("/dispatcher/ops/"))
     assert driver.find_element(By.CSS_SELECTOR, "#content h1").text == "Dispatcher dashboard"
-    wait(driver, lambda d: d.execute_script("return !!(window.dispatcherDashboard && window.dispatcherDashboard.throughput)"))
+    wait(driver, lambda d: d.execute_script(
+        "return !!(window.dispatcherDashboard && window.dispatcherDashboard.throughput)"))
 
     # Chart.js made a chart with the SQL's data points: 3 sent by flaky in the last hour.
     datasets = driver.execute_script(
@@ -84,7 +86,8 @@ def test_staff_dashboard_chart_and_retry(driver, live_server, users, clean_broke
 
     # The counts table and queue depths are there.
     flaky = driver.find_element(By.CSS_SELECTOR, 'tr[data-messenger="flaky"]')
-    assert [c.text for c in flaky.find_elements(By.CSS_SELECTOR, "td")][:7] == ["0", "0", "3", "1", "1", "0", "5"]
+    cells = [c.text for c in flaky.find_elements(By.CSS_SELECTOR, "td")]
+    assert cells[:7] == ["0", "0", "3", "1", "1", "0", "5"]
     smtp = driver.find_element(By.CSS_SELECTOR, 'tr[data-messenger="smtp"]')
     assert smtp.find_element(By.CSS_SELECTOR, ".dd-due").text == "2"
     # schedule_messages published one deliver task (a batch) for the two due smtp

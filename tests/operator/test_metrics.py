@@ -63,7 +63,8 @@ def test_metrics_from_the_database(staff_client, traffic):
 
 
 def test_openmetrics_when_asked(staff_client, traffic):
-    response = staff_client.get(URL, HTTP_ACCEPT="application/openmetrics-text; version=1.0.0,text/plain;q=0.5")
+    accept = "application/openmetrics-text; version=1.0.0,text/plain;q=0.5"
+    response = staff_client.get(URL, HTTP_ACCEPT=accept)
     assert response["Content-Type"].startswith("application/openmetrics-text")
     text = response.content.decode()
     assert "# TYPE dispatcher_send_latency_seconds gaugehistogram" in text
