@@ -75,7 +75,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "chart_minutes": CHART_MINUTES,
         "chart": throughput.as_chart_data(),
         "sent_last_hour": throughput.total,
-        "failures": stats.recent_failures(limit, failures_messenger),
+        "failures": stats.recent_failures(limit, failures_messenger, list(counts)),
         "failures_messenger": failures_messenger,
         "failures_limit": limit,
         "can_retry": request.user.has_perm("dispatcher.change_dispatch"),
