@@ -16,7 +16,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from ..api import retry_now
 from ..models import Dispatch
@@ -37,7 +37,7 @@ def _int(value: str | None, default: int, low: int, high: int) -> int:
         return default
 
 
-@require_GET
+@require_safe
 @staff_member_required
 def dashboard(request: HttpRequest) -> HttpResponse:
     """Counts, throughput chart, queue depths and recent failures on one page."""

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 from django.conf import settings
 
+from . import browser as browser_support
 from .browser import start_driver
 from .conftest import PASSWORD, make_traffic
 
@@ -135,3 +136,13 @@ def test_empty_dashboard_renders_an_empty_chart(driver, live_server, users):
     )
     assert "Nothing was sent" in driver.find_element(By.ID, "content-main").text
     assert chart_pixels(driver, (0x41, 0x76, 0x90)) == 0
+
+
+def test_a_missing_browser_skips_or_fails(monkeypatch, settings):
+    monkeypatch.setattr(browser_support, "CHROMIUM", "/nonexistent/chromium")
+    settings.REQUIRE_SERVICES = False
+    with pytest.raises(pytest.skip.Exception, match=r"apt-get install -y chromium\)"):
+        browser_support.require_browser()
+    settings.REQUIRE_SERVICES = True
+    with pytest.raises(pytest.fail.Exception, match="REQUIRE_SERVICES=1 but the browser is missing"):
+        browser_support.require_browser()

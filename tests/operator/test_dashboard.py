@@ -127,6 +127,19 @@ def test_retry_rejects_junk_and_non_staff(client, users, traffic):
     assert Dispatch.objects.filter(status="failed").count() == 1
 
 
+def test_broker_down_is_shown_not_fatal(staff_client, traffic, monkeypatch):
+    from tests.services import free_port
+
+    monkeypatch.setenv("CELERY_BROKER_URL", f"redis://127.0.0.1:{free_port()}/0")
+    response = staff_client.get(URL)
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert 'id="broker-state" title="' in page and ">unreachable<" in page
+    assert "Broker queue depths unavailable" in page
+    smtp_row = re.search(r'<tr data-messenger="smtp">(.*?)</tr>', page, re.S).group(1)
+    assert '<td class="dd-num dd-broker">?</td>' in smtp_row
+
+
 def test_admin_index_links_the_dashboard(staff_client):
     page = staff_client.get(reverse("admin:index")).content.decode()
     assert f'href="{URL}" id="dispatcher-dashboard-link"' in page

@@ -44,6 +44,10 @@ KEY_MAX = 180
 MAX_REPORTED_INVALID = 10
 
 
+def _plain(text: str) -> str:
+    return text
+
+
 class Progress:
     """A small progress bar on a stream: redrawn in place on a terminal, else a line per 10%."""
 
@@ -55,6 +59,7 @@ class Progress:
         self.tty = enabled and stream.isatty()
         self.started = time.monotonic()
         self.last_step = -1
+        self.last_draw = 0.0
 
     def update(self, done: int, batch: int, batches: int, skipped: int) -> None:
         if not self.enabled:
@@ -66,17 +71,22 @@ class Progress:
             if step == self.last_step:
                 return
             self.last_step = step
+        elif done < self.total and time.monotonic() - self.last_draw < 0.1:
+            return  # at most ten redraws a second on a terminal
+        self.last_draw = time.monotonic()
         filled = int(fraction * self.width)
         bar = "#" * filled + "-" * (self.width - filled)
         elapsed = max(time.monotonic() - self.started, 1e-6)
         text = (f"[{bar}] {percent:3d}% {done}/{self.total} recipients, batch {batch}/{batches}"
                 f", {skipped} skipped, {done / elapsed:.0f}/s")
-        self.stream.write(("\r" + text) if self.tty else text, ending="" if self.tty else "\n")
+        # Unstyled: Django paints a terminal's stderr red by default.
+        self.stream.write(("\r" + text) if self.tty else text, style_func=_plain,
+                          ending="" if self.tty else "\n")
         self.stream.flush()
 
     def close(self) -> None:
         if self.enabled and self.tty:
-            self.stream.write("")
+            self.stream.write("", style_func=_plain)
             self.stream.flush()
 
 
@@ -208,7 +218,8 @@ class Command(BaseCommand):
                     f"{len(invalid)} invalid rows, nothing scheduled (use --skip-invalid to "
                     f"send to the {total} valid ones):\n  {listing}{more}"
                 )
-            self.stderr.write(f"skipping {len(invalid)} invalid rows:\n  {listing}{more}")
+            self.stderr.write(f"skipping {len(invalid)} invalid rows:\n  {listing}{more}",
+                              style_func=self.style.WARNING)
         if not total:
             raise CommandError(f"{path}: no valid recipient")
         batches = -(-total // batch_size)
@@ -265,7 +276,8 @@ class Command(BaseCommand):
                     f"--batch-size to resume, or another --key"
                 )
         if done:
-            self.stderr.write(f"resuming {key}: {len(done)} batches already scheduled")
+            self.stderr.write(f"resuming {key}: {len(done)} batches already scheduled",
+                              style_func=self.style.WARNING)
         return set(done)
 
     def _send(self, message: MessageBase, batch: list[Recipient], key: str, number: int,
