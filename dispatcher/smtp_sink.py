@@ -22,6 +22,8 @@ class SinkHandler:
         self.directory = directory
         self.messages: list[EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
+        #: time.time() of each message's arrival, for latency measurements
+        self.received_at: list[float] = []
         self.lock = threading.Lock()
         self.counter = itertools.count(1)
         if directory:
@@ -31,8 +33,10 @@ class SinkHandler:
         raw = envelope.original_content or envelope.content or b""
         if isinstance(raw, str):
             raw = raw.encode()
+        arrived = time.time()
         message = email.message_from_bytes(raw, policy=default_policy)
         with self.lock:
+            self.received_at.append(arrived)
             self.messages.append(message)
             self.envelopes.append((envelope.mail_from or "", list(envelope.rcpt_tos)))
             n = next(self.counter)

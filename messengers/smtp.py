@@ -1,10 +1,14 @@
-"""E-mail over SMTP, on smtplib; one connection per batch."""
+"""E-mail over SMTP, on smtplib: one connection per batch, kept open between
+batches of the same worker process for ``keepalive`` seconds."""
 
 from __future__ import annotations
 
+import os
 import re
 import smtplib
 import ssl
+import threading
+import time
 import uuid
 from collections.abc import Sequence
 from email.message import EmailMessage
@@ -13,6 +17,57 @@ from typing import Any
 
 from .base import MessengerBase
 from .exceptions import InvalidAddress, MessengerConfigurationError, PermanentError, TemporaryError
+
+ConnectionKey = tuple[str, int, str | None, bool, bool]
+
+
+class IdleConnections:
+    """SMTP connections a worker process keeps between batches.
+
+    Opening a connection (TCP, greeting, EHLO, STARTTLS, AUTH) costs several
+    round trips; a worker that sends batch after batch to one server reuses
+    it. A connection idle for longer than ``keepalive``, or that does not
+    answer NOOP, is closed instead. A forked child forgets (without closing)
+    the connections of its parent, whose sockets are not its own.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: dict[ConnectionKey, list[tuple[smtplib.SMTP, float]]] = {}
+
+    def take(self, key: ConnectionKey, keepalive: float) -> smtplib.SMTP | None:
+        while True:
+            with self._lock:
+                stack = self._idle.get(key)
+                if not stack:
+                    return None
+                connection, since = stack.pop()
+            if time.monotonic() - since <= keepalive:
+                try:
+                    if connection.noop()[0] == 250:
+                        return connection
+                except (smtplib.SMTPException, OSError):
+                    pass
+            _close(connection)
+
+    def give(self, key: ConnectionKey, connection: smtplib.SMTP) -> None:
+        with self._lock:
+            self._idle.setdefault(key, []).append((connection, time.monotonic()))
+
+    def forget(self) -> None:
+        self._idle = {}
+        self._lock = threading.Lock()
+
+
+IDLE = IdleConnections()
+os.register_at_fork(after_in_child=IDLE.forget)
+
+
+def _close(connection: smtplib.SMTP) -> None:
+    try:
+        connection.quit()
+    except (smtplib.SMTPException, OSError):
+        connection.close()
 
 
 #: A bare address (no display name): one "@", no spaces or header punctuation.
@@ -63,6 +118,7 @@ class SMTPMessenger(MessengerBase):
         timeout: float = 30,
         ssl_context: ssl.SSLContext | None = None,
         ca_file: str | None = None,
+        keepalive: float = 30.0,
     ) -> None:
         if use_tls and use_ssl:
             raise MessengerConfigurationError("smtp: use_tls and use_ssl are exclusive")
@@ -75,6 +131,7 @@ class SMTPMessenger(MessengerBase):
         self.use_ssl = use_ssl
         self.timeout = timeout
         self.ssl_context = ssl_context or ssl.create_default_context(cafile=ca_file)
+        self.keepalive = keepalive
         self.connection: smtplib.SMTP | None = None
 
     def __repr__(self) -> str:
@@ -91,17 +148,22 @@ class SMTPMessenger(MessengerBase):
         return address
 
     # -- connection --------------------------------------------------------------
+    @property
+    def connection_key(self) -> ConnectionKey:
+        return (self.host, self.port, self.login, self.use_tls, self.use_ssl)
+
     def before_send(self) -> None:
-        self.connection = self._connect()
+        reused = IDLE.take(self.connection_key, self.keepalive) if self.keepalive else None
+        self.connection = reused or self._connect()
 
     def after_send(self) -> None:
         connection, self.connection = self.connection, None
         if connection is None:
             return
-        try:
-            connection.quit()
-        except (smtplib.SMTPException, OSError):
-            connection.close()
+        if self.keepalive:
+            IDLE.give(self.connection_key, connection)
+        else:
+            _close(connection)
 
     def _connect(self) -> smtplib.SMTP:
         try:

@@ -41,13 +41,17 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60, interval: float 
 class SMTPServer:
     """A real aiosmtpd server on loopback that keeps what it receives."""
 
-    def __init__(self, handler: Any = None, **controller_kwargs: Any):
-        self.port = free_port()
+    def __init__(self, handler: Any = None, port: int | None = None, **controller_kwargs: Any):
+        self.port = port or free_port()
         self.handler = handler or SinkHandler()
         from aiosmtpd.controller import Controller
 
         self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, **controller_kwargs)
         self.controller.start()
+
+    @classmethod
+    def on_port(cls, port: int, handler: Any = None) -> SMTPServer:
+        return cls(handler, port=port)
 
     @property
     def messages(self) -> list:
@@ -83,7 +87,7 @@ class Worker:
     """A real ``celery -A config worker`` process."""
 
     def __init__(self, name: str, env: dict[str, str], concurrency: int = 2,
-                 queues: str | None = None, log_dir: Path | None = None):
+                 queues: str | None = None, log_dir: Path | None = None, extra_args: tuple[str, ...] = ()):
         log_dir = log_dir or settings.VAR_DIR / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"worker-{name}-{os.getpid()}-{time.monotonic_ns()}.log"
@@ -91,10 +95,15 @@ class Worker:
                "-c", str(concurrency), "-n", f"{name}@%h", "--without-mingle", "--without-gossip"]
         if queues:
             cmd += ["-Q", queues]
+        cmd += list(extra_args)
         self.log = open(self.log_path, "w")  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, cwd=BASE, env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(self._ready, 60, 0.2, f"worker {name} to start (log: {self.log_path})")
+        try:
+            wait_for(self._ready, 60, 0.2, f"worker {name} to start (log: {self.log_path})")
+        except BaseException:
+            self.kill()  # never leave a half-started worker behind
+            raise
 
     def _ready(self) -> bool:
         if self.proc.poll() is not None:

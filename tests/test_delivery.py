@@ -127,3 +127,53 @@ def test_login_is_used_when_given():
     dispatch.refresh_from_db()
     assert dispatch.status == "sent"
     assert auth.attempts and len(server.messages) == 1
+
+
+class CountingSink:
+    """Counts SMTP sessions (EHLOs) as well as mails."""
+
+    def __init__(self):
+        from dispatcher.smtp_sink import SinkHandler
+
+        self.sink = SinkHandler()
+        self.ehlos = 0
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        self.ehlos += 1
+        session.host_name = hostname
+        return responses
+
+    async def handle_DATA(self, server, session, envelope):
+        return await self.sink.handle_DATA(server, session, envelope)
+
+
+@pytest.mark.parametrize("keepalive, sessions", [(30.0, 1), (0, 3)])
+def test_connection_is_kept_between_batches_of_one_process(keepalive, sessions):
+    handler = CountingSink()
+    server = SMTPServer(handler)
+    try:
+        register_messenger_objects(SMTPMessenger("f@example.org", host="127.0.0.1", port=server.port,
+                                                 keepalive=keepalive))
+        for i in range(3):
+            [(_, dispatches)] = schedule_messages(f"batch {i}", recipients("smtp", f"u{i}@example.org"))
+            deliver_batch("smtp", ids(dispatches))
+    finally:
+        server.stop()
+    assert len(handler.sink.messages) == 3
+    assert handler.ehlos == sessions
+
+
+def test_a_dead_kept_connection_is_replaced():
+    port = None
+    for attempt in range(2):
+        server = SMTPServer() if port is None else SMTPServer.on_port(port)
+        port = server.port
+        try:
+            register_messenger_objects(SMTPMessenger("f@example.org", host="127.0.0.1", port=port))
+            [(_, [dispatch])] = schedule_messages("x", recipients("smtp", f"u{attempt}@example.org"))
+            deliver_batch("smtp", [dispatch.pk])
+            dispatch.refresh_from_db()
+            assert dispatch.status == "sent"  # the second batch did not use the dead connection
+            assert len(server.messages) == 1
+        finally:
+            server.stop()
