@@ -53,6 +53,7 @@ from django.db import connection  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
+from bench.sink import SinkProcess  # noqa: E402
 from dispatcher.api import recipients, schedule_messages  # noqa: E402
 from dispatcher.bulk import create_dispatches  # noqa: E402
 from dispatcher.messages import EmailTextMessage  # noqa: E402
@@ -60,7 +61,6 @@ from dispatcher.models import Dispatch, Message  # noqa: E402
 from dispatcher.sweeps import requeue_due  # noqa: E402
 from messengers.base import Rendered  # noqa: E402
 from messengers.smtp import SMTPMessenger  # noqa: E402
-from bench.sink import SinkProcess  # noqa: E402
 from tests.services import Worker, free_port, purge_broker, wait_for  # noqa: E402
 
 BODY = "Hello,\n\nthis is the benchmark's message, the same for every recipient and every run.\n" * 3
