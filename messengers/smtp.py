@@ -16,7 +16,7 @@ from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.policy import compat32
-from email.utils import formatdate
+from email.utils import formatdate, parseaddr
 from typing import Any
 
 from .base import MessengerBase
@@ -140,6 +140,8 @@ class SMTPMessenger(MessengerBase):
         self.timeout = timeout
         self.ssl_context = ssl_context or ssl.create_default_context(cafile=ca_file)
         self.keepalive = keepalive
+        #: the bare address of from_email ("Name <a@b>" -> "a@b"), for MAIL FROM
+        self.envelope_from = parseaddr(self.from_email)[1] or self.from_email
         self.connection: smtplib.SMTP | None = None
 
     def __repr__(self) -> str:
@@ -241,7 +243,10 @@ class SMTPMessenger(MessengerBase):
             if self.connection is None:
                 self.connection = self._connect()
             try:
-                self.connection.send_message(self.build_email(dispatch))
+                # sendmail, not send_message: the envelope is known, no need to
+                # parse it back out of the headers.
+                data = self.build_email(dispatch).as_bytes()
+                self.connection.sendmail(self.envelope_from, [dispatch.address], data)
             except smtplib.SMTPServerDisconnected as exc:
                 # The connection is gone: this dispatch is retried later, the
                 # next one gets a fresh connection.
