@@ -25,6 +25,9 @@ ADMINS = [
 SERVER_EMAIL = env_str("DJANGO_SERVER_EMAIL", "dispatcher@localhost")
 DEFAULT_FROM_EMAIL = env_str("DISPATCHER_FROM_EMAIL", "dispatcher@localhost")
 SITE_URL = env_str("DISPATCHER_SITE_URL", "http://127.0.0.1:8000")
+#: "plain", or "json": one JSON object per line, with dispatch_id, messenger,
+#: attempt and outcome on delivery lines (dispatcher.logging.JsonFormatter).
+DISPATCHER_LOG_FORMAT = env_str("DISPATCHER_LOG_FORMAT", "plain")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -180,14 +183,24 @@ CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = False
 CELERY_TASK_DEFAULT_QUEUE = "dispatcher"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker otherwise replaces the root handlers with its own plain ones.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = DISPATCHER_LOG_FORMAT != "json"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "dispatcher.logging.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if DISPATCHER_LOG_FORMAT == "json" else "plain",
+        }
+    },
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
         "dispatcher": {"level": env_str("DISPATCHER_LOG_LEVEL", "INFO")},

@@ -15,3 +15,7 @@ class DispatcherConfig(AppConfig):
         from . import beat, model_events, sqlite  # noqa: F401  (connect their signal receivers)
 
         model_events.load_from_settings()
+
+        from .dashboard.admin_link import install_admin_link
+
+        install_admin_link()  # the admin index links to the dashboard

@@ -8,12 +8,9 @@ from django.urls import path
 
 from ..metrics import metrics_view
 from . import views
-from .admin_link import install_admin_link
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("retry/", views.retry, name="dashboard-retry"),
     path("metrics", metrics_view, name="metrics"),
 ]
-
-install_admin_link()
