@@ -65,8 +65,10 @@ class Dispatch(models.Model):
         # Partial indexes where a query needs only some states: a new PENDING
         # row then updates fewer indexes, which is most of a fan-out's cost.
         indexes = [
-            # requeue sweep: claimable rows by due time
-            models.Index(fields=["next_attempt_at"], name="dispatch_due_idx",
+            # requeue sweep: claimable rows whose task is lost (queued_at null
+            # or old) and due; rows with a live task are skipped by the index
+            # itself, so a backlog of millions costs the sweep nothing.
+            models.Index(fields=["queued_at", "next_attempt_at"], name="dispatch_requeue_idx",
                          condition=models.Q(status__in=["pending", "error"])),
             # lease sweep
             models.Index(fields=["lease_expires_at"], name="dispatch_lease_idx",
