@@ -27,7 +27,7 @@ test-services:
 	$(PY) pytest
 
 test-embedded:
-	DISPATCHER_TEST_PROFILE=embedded $(PY) pytest
+	DISPATCHER_TEST_PROFILE=embedded $(PY) pytest -m "not redis_broker"
 
 bench: install
 	$(PY) python -m bench
