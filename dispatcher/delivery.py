@@ -28,7 +28,7 @@ from messengers.exceptions import PermanentError
 
 from . import links, signals
 from .exceptions import UnknownMessageType
-from .models import Dispatch, DispatchError
+from .models import Dispatch, DispatchError, Message
 from .redact import redact
 from .registry import get_registered_message_type, get_registered_messenger_object
 
@@ -172,6 +172,8 @@ class BatchRecorder:
         self.result.sent += len(sent_ids)
         self.result.failed += len(failed)
         self.result.error += len(retry)
+        if not logger.isEnabledFor(logging.INFO):
+            sent_ids = []  # nothing to log per sent dispatch
         for dispatch, outcome in [(self.dispatches[pk], outcomes[pk]) for pk in sent_ids]:
             logger.info(
                 "dispatch %s sent via %s (attempt %s)", dispatch.pk, dispatch.messenger, dispatch.attempts,
@@ -230,10 +232,13 @@ def deliver_batch(alias: str, ids: list[int]) -> BatchResult:
     if not claim(alias, ids, token):
         return BatchResult()
     rows = list(
-        Dispatch.objects.filter(claim_token=token)
-        .select_related("message", "recipient")
-        .order_by("message_id", "id")
+        Dispatch.objects.filter(claim_token=token).select_related("recipient").order_by("message_id", "id")
     )
+    # One Message object per message, not one per row as select_related
+    # would make (each decoding the same JSON context again).
+    messages = Message.objects.in_bulk({d.message_id for d in rows})
+    for dispatch in rows:
+        dispatch.message = messages[dispatch.message_id]
     recorder = BatchRecorder(token, {d.pk: d for d in rows})
     run_batch(messenger, recorder, rows)
     return recorder.result
