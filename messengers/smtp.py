@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from email.charset import QP, Charset
 from email.header import Header
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
@@ -77,6 +78,18 @@ def _close(connection: smtplib.SMTP) -> None:
 #: compat32 without folding header lines short of SMTP's limit: a long
 #: List-Unsubscribe URL stays on one line, as mail clients read it best.
 POLICY = compat32.clone(max_line_length=998)
+
+#: UTF-8 bodies as quoted-printable: readable where they are mostly ASCII.
+UTF8_QP = Charset("utf-8")
+UTF8_QP.body_encoding = QP
+
+
+def _mime_text(content: str, subtype: str) -> MIMEText:
+    """A text part: plain 7-bit when it can be, else UTF-8 quoted-printable."""
+    if content.isascii() and all(len(line) < 998 for line in content.splitlines()):
+        return MIMEText(content, subtype, "us-ascii", policy=POLICY)
+    return MIMEText(content, subtype, UTF8_QP, policy=POLICY)  # type: ignore[arg-type]
+
 
 #: A bare address (no display name): one "@", no spaces or header punctuation.
 #: A regular expression, as a fan-out validates 100,000 addresses at a time.
@@ -214,11 +227,11 @@ class SMTPMessenger(MessengerBase):
         thousands of mails a second.
         """
         rendered = dispatch.rendered
-        text = MIMEText(rendered.text or "", "plain", "utf-8", policy=POLICY)
+        text = _mime_text(rendered.text or "", "plain")
         if rendered.html:
             mail: Message = MIMEMultipart("alternative", policy=POLICY)
             mail.attach(text)
-            mail.attach(MIMEText(rendered.html, "html", "utf-8", policy=POLICY))
+            mail.attach(_mime_text(rendered.html, "html"))
         else:
             mail = text
         mail["From"] = self.from_email
