@@ -16,7 +16,7 @@ from messengers.base import MessengerBase
 
 from .bulk import create_dispatches
 from .delivery import UNSUBSCRIBABLE
-from .exceptions import InvalidRecipient, NoRecipients, UnknownMessageType
+from .exceptions import InvalidRecipient, MessageTooLong, NoRecipients, UnknownMessageType
 from .inbox.api import Inbox, pm_broadcast, pm_write
 from .messages import MessageBase, PlainTextMessage
 from .models import Dispatch, Message
@@ -171,6 +171,7 @@ def schedule_messages(
         targets = _normalize_recipients(recipients)
         per_message = [targets] * len(message_objs)
     for message, targets in zip(message_objs, per_message, strict=True):
+        _check_length(message, {r.messenger for r in targets})
         for recipient in targets:
             if not message.supports(recipient.messenger):
                 raise InvalidRecipient(
@@ -194,6 +195,19 @@ def schedule_messages(
         if existing is None:
             raise
         return existing
+
+
+def _check_length(message: MessageBase, aliases: set[str]) -> None:
+    """Refuse a text longer than a messenger takes, before anything is written."""
+    text = message.context.get("text")
+    if not isinstance(text, str) or message.context.get("_template") or message.template:
+        return  # rendered per recipient: the messenger checks what it gets
+    for alias in aliases:
+        limit = get_registered_messenger_object(alias).max_text_length
+        if limit and len(text) > limit:
+            raise MessageTooLong(
+                f"the text is {len(text)} characters; messenger {alias!r} takes at most {limit}"
+            )
 
 
 def _idempotency_key(key: str | None, index: int) -> str | None:

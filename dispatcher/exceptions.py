@@ -23,6 +23,10 @@ class InvalidRecipient(DispatcherError, ValueError):
     """A recipient that cannot be turned into an address."""
 
 
+class MessageTooLong(DispatcherError, ValueError):
+    """A text longer than a messenger's ``max_text_length``."""
+
+
 class NoRecipients(DispatcherError, ValueError):
     """``schedule_messages`` was given no one to send to."""
 
@@ -31,6 +35,7 @@ __all__ = [
     "DispatcherError",
     "InvalidAddress",
     "InvalidRecipient",
+    "MessageTooLong",
     "NoRecipients",
     "UnknownMessageType",
     "UnknownMessenger",

@@ -188,3 +188,17 @@ def test_fan_outs_are_cut_into_many_tasks_of_bounded_size(count, size):
     from dispatcher.publish import batch_size_for
 
     assert batch_size_for(count) == size
+
+
+def test_text_longer_than_a_messenger_takes_is_refused_before_writing():
+    from dispatcher.exceptions import MessageTooLong
+    from tests.testapp.messengers import ScriptedMessenger
+
+    short = type("Short", (ScriptedMessenger,), {"alias": "short", "max_text_length": 10})()
+    register_messenger_objects(short)
+    before = counts()
+    with pytest.raises(MessageTooLong, match="11 characters; messenger 'short' takes at most 10"):
+        schedule_messages("x" * 11, recipients("short", "ok/1") + recipients("smtp", "a@example.org"))
+    assert counts() == before
+    schedule_messages("x" * 10, recipients("short", "ok/1"))
+    assert counts() == (before[0] + 1, before[1] + 1)

@@ -20,7 +20,7 @@ from django.test import override_settings
 
 from dispatcher.api import recipients, register_messenger_objects, schedule_messages, send_test_message
 from dispatcher.delivery import deliver_batch
-from dispatcher.exceptions import InvalidRecipient
+from dispatcher.exceptions import InvalidRecipient, MessageTooLong
 from dispatcher.models import Dispatch, DispatchError
 from messengers.exceptions import (
     InvalidAddress,
@@ -262,7 +262,13 @@ def test_bad_jid_or_unknown_account_fail_alone_and_the_rest_goes_out(server, lis
 def test_a_text_too_long_for_the_server_fails_alone(server, listen):
     ann = listen(server)
     register_messenger_objects(messenger(server, max_text_length=100))
+    with pytest.raises(MessageTooLong, match="takes at most 100"):  # refused before writing
+        schedule_messages("x" * 101, recipients("xmpp", ann.account.jid))
+    # A text that got past scheduling (the limit lowered since, or a text
+    # rendered per recipient) fails alone at send time.
+    register_messenger_objects(messenger(server))
     rows = schedule_messages(["short one", "x" * 101, "short two"], recipients("xmpp", ann.account.jid))
+    register_messenger_objects(messenger(server, max_text_length=100))
     ids = [dispatches[0].pk for _, dispatches in rows]
     deliver_batch("xmpp", ids)
     statuses = dict(Dispatch.objects.filter(pk__in=ids).values_list("pk", "status"))
