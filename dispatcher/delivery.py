@@ -13,7 +13,7 @@ import logging
 import random
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from itertools import groupby
 from typing import Any
@@ -62,7 +62,6 @@ class BatchResult:
     sent: int = 0
     error: int = 0
     failed: int = 0
-    counts: dict[str, int] = field(default_factory=dict)
 
 
 class BatchRecorder:
@@ -172,20 +171,20 @@ class BatchRecorder:
         self.result.sent += len(sent_ids)
         self.result.failed += len(failed)
         self.result.error += len(retry)
-        if not logger.isEnabledFor(logging.INFO):
-            sent_ids = []  # nothing to log per sent dispatch
-        for dispatch, outcome in [(self.dispatches[pk], outcomes[pk]) for pk in sent_ids]:
-            logger.info(
-                "dispatch %s sent via %s (attempt %s)", dispatch.pk, dispatch.messenger, dispatch.attempts,
-                extra={"dispatch_id": dispatch.pk, "messenger": dispatch.messenger,
-                       "attempt": dispatch.attempts, "outcome": outcome.status},
-            )
-        for dispatch, outcome, _final in errors:
-            logger.warning(
-                "dispatch %s attempt %s: %s", dispatch.pk, dispatch.attempts, _error_text(outcome.error),
-                extra={"dispatch_id": dispatch.pk, "messenger": dispatch.messenger,
-                       "attempt": dispatch.attempts, "outcome": outcome.status},
-            )
+        if logger.isEnabledFor(logging.INFO):  # no record per sent dispatch when nobody reads it
+            for dispatch in sent_objs:
+                logger.info("dispatch %s sent via %s (attempt %s)", dispatch.pk, dispatch.messenger,
+                            dispatch.attempts, extra=_log_fields(dispatch, SENT))
+        for dispatch, outcome, final in errors:
+            fields = _log_fields(dispatch, FAILED if final else ERROR)
+            logger.warning("dispatch %s attempt %s: %s", dispatch.pk, dispatch.attempts,
+                           _error_text(outcome.error), extra=fields)
+
+
+def _log_fields(dispatch: Dispatch, outcome: str) -> dict[str, Any]:
+    """The structured fields of a delivery log line (see dispatcher.logging)."""
+    return {"dispatch_id": dispatch.pk, "messenger": dispatch.messenger, "attempt": dispatch.attempts,
+            "outcome": outcome}
 
 
 def _retry_limit(dispatch: Dispatch) -> int:
