@@ -70,8 +70,8 @@ def reclaim_expired_leases() -> int:
         )
         if not rows:
             break
-        exhausted = [pk for pk, att, mt in rows if att >= limits.get(mt, settings.DISPATCHER_RETRY_LIMIT)]
-        again = [pk for pk, att, mt in rows if pk not in set(exhausted)]
+        exhausted = {pk for pk, att, mt in rows if att >= limits.get(mt, settings.DISPATCHER_RETRY_LIMIT)}
+        again = [pk for pk, _, _ in rows if pk not in exhausted]
         expired = Dispatch.objects.filter(status=Dispatch.Status.PROCESSING, lease_expires_at__lt=now)
         released = {"lease_expires_at": None, "claim_token": None, "queued_at": None}
         with transaction.atomic():
