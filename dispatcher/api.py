@@ -70,11 +70,8 @@ def recipients(messenger: str | MessengerBase, addresses: Any) -> list[Recipient
     Raises :class:`UnknownMessenger`, :class:`InvalidRecipient` or
     :class:`InvalidAddress` with the reason.
     """
-    if isinstance(messenger, MessengerBase):
-        alias = messenger.alias
-        get_registered_messenger_object(alias)  # must be registered for workers to find it
-    else:
-        alias = messenger
+    # A messenger object must be registered too: workers find it by alias.
+    alias = messenger.alias if isinstance(messenger, MessengerBase) else messenger
     messenger_obj = get_registered_messenger_object(alias)
     items = [addresses] if _is_single(addresses) else list(addresses)
     user_model = get_user_model()
@@ -124,8 +121,8 @@ def _normalize_recipients(recipients_: Any) -> list[Recipient]:
             )
     if not flat:
         raise NoRecipients("the recipient list is empty")
-    for recipient in flat:
-        get_registered_messenger_object(recipient.messenger)
+    for alias in {r.messenger for r in flat}:
+        get_registered_messenger_object(alias)
     return flat
 
 
