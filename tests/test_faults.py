@@ -7,6 +7,7 @@ production, are called here directly so the tests need not wait for beat.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
@@ -46,15 +47,25 @@ def sweep_until(predicate, timeout: float = 90, what: str = "") -> None:
     wait_for(step, timeout, 0.5, what)
 
 
+class SlowSink(SinkHandler):
+    """Takes a few milliseconds per mail, as a real server does, so that a
+    batch is still in flight when the test kills the worker."""
+
+    async def handle_DATA(self, server, session, envelope):
+        await asyncio.sleep(0.003)
+        return await super().handle_DATA(server, session, envelope)
+
+
 def test_sigkill_mid_batch_loses_nothing_and_duplicates_stay_within_bound(workers):
-    sink = SMTPServer()
+    sink = SMTPServer(SlowSink())
     flush_every, concurrency, total = 20, 2, 2000
     env = {"DISPATCHER_LEASE_SECONDS": "4", "DISPATCHER_FLUSH_EVERY": str(flush_every),
            "DISPATCHER_FLUSH_SECONDS": "60", **FAST_RETRIES}
     try:
         first = workers("doomed", smtp_port=sink.port, concurrency=concurrency, **env)
         addresses = [f"user{i}@example.org" for i in range(total)]
-        schedule_messages("kill test", recipients("smtp", addresses))
+        with override_settings(DISPATCHER_FANOUT_TASKS=8):  # batches of 250: long in flight
+            schedule_messages("kill test", recipients("smtp", addresses))
         wait_for(lambda: len(sink.messages) >= 400 and statuses(status="processing"), 60, 0.05,
                  "400 mails, and a batch in flight")
         first.kill()
