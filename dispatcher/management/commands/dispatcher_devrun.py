@@ -62,7 +62,9 @@ class Command(BaseCommand):
     def _stop_all(self, procs):
         for proc in procs.values():
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
+                # The leader only: a Celery worker stops its own pool children
+                # (a warm shutdown); signalling them too makes it log errors.
+                proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 15
         for proc in procs.values():
             try:
