@@ -42,6 +42,14 @@ def smtp_server() -> Iterator[SMTPServer]:
 
 
 @pytest.fixture
+def sink() -> Iterator[SMTPServer]:
+    """A real aiosmtpd server for worker processes (point them at ``sink.port``)."""
+    server = SMTPServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def workers(transactional_db) -> Iterator:
     """Start real Celery worker processes: ``workers(smtp_port=..., concurrency=...)``."""
     started: list[Worker] = []

@@ -13,17 +13,10 @@ from django.utils import timezone
 from dispatcher.api import recipients, schedule_messages
 from dispatcher.models import Dispatch
 from dispatcher.publish import DELIVER_TASK, dispatch_queue
-from tests.services import SMTPServer, wait_for
+from tests.services import wait_for
 from tests.testapp.message_types import HelloMessage
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def sink():
-    server = SMTPServer()
-    yield server
-    server.stop()
 
 
 def statuses() -> Counter:

@@ -6,17 +6,10 @@ import pytest
 
 from dispatcher.inbox.api import Inbox, pm_broadcast, pm_write
 from dispatcher.models import Dispatch
-from tests.services import SMTPServer, wait_for
+from tests.services import wait_for
 from tests.testapp.models import Event
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def sink():
-    server = SMTPServer()
-    yield server
-    server.stop()
 
 
 def all_sent(n: int):
