@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import threading
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.services import free_port, wait_for
+from tests.services import free_port, free_ports, wait_for
 
 PROSODY = shutil.which("prosody")
 PROSODYCTL = shutil.which("prosodyctl")
@@ -102,7 +103,7 @@ class ProsodyServer:
         self.port = 0
         self.direct_tls_port = 0
         for attempt in range(3):  # a free port may be taken between choosing and binding it
-            self.port, self.direct_tls_port = free_port(), free_port()
+            self.port, self.direct_tls_port = free_ports(2)
             self._write_config()
             try:
                 self._start()
@@ -135,10 +136,24 @@ class ProsodyServer:
             raise AssertionError(f"prosody exited with {self.proc.returncode}:\n{self.logs()[-3000:]}")
         for port in ports:
             try:
-                socket.create_connection(("127.0.0.1", port), 1).close()
+                sock = socket.create_connection(("127.0.0.1", port), 1)
             except OSError:
                 return False
+            with sock:
+                if port == self.direct_tls_port:
+                    self._check_tls(sock)
         return True
+
+    def _check_tls(self, sock: socket.socket) -> None:
+        """The direct-TLS port must be Prosody's: a port taken by another
+        server between choosing and binding it would answer in plaintext."""
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        try:
+            context.wrap_socket(sock, server_hostname=self.domain).close()
+        except (ssl.SSLError, OSError) as exc:
+            raise AssertionError(f"port {self.direct_tls_port} does not speak TLS: {exc}") from exc
 
     def logs(self) -> str:
         text = ""
