@@ -29,7 +29,7 @@ from messengers.exceptions import PermanentError
 from . import links, signals
 from .exceptions import UnknownMessageType
 from .models import Dispatch, DispatchError, Message
-from .redact import redact
+from messengers.redact import redact
 from .registry import get_registered_message_type, get_registered_messenger_object
 
 logger = logging.getLogger("dispatcher.delivery")

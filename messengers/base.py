@@ -9,7 +9,7 @@ delivery engine works on a shallow copy of the registered object
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -24,6 +24,55 @@ class Rendered:
     text: str = ""
     html: str = ""
     headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MessageInfo:
+    """What a messenger may know of the message a batch sends: never the ORM row."""
+
+    id: int | None
+    message_type: str
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def pk(self) -> int | None:
+        return self.id
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One dispatch as a messenger sees it.
+
+    The delivery engine builds one per claimed dispatch; a messenger reads it
+    and reports its outcome with ``mark_*`` (or by raising), so no messenger
+    ever touches the database. ``state`` is what an earlier attempt stored as
+    its result (for example the parts of a split text already sent), so an
+    attempt can resume instead of repeating itself.
+    """
+
+    id: int | None
+    address: str
+    rendered: Rendered
+    attempt: int = 1
+    message: MessageInfo = field(default_factory=lambda: MessageInfo(None, ""))
+    state: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def pk(self) -> int | None:
+        return self.id
+
+    @property
+    def message_id(self) -> int | None:
+        return self.message.id
+
+    @property
+    def context(self) -> Mapping[str, Any]:
+        return self.message.context
+
+    @property
+    def message_cache(self) -> str:
+        """The rendered text, under django-sitemessage's name for it."""
+        return self.rendered.text
 
 
 class OutcomeRecorder(Protocol):

@@ -16,7 +16,7 @@ from typing import Any
 
 import requests
 
-from dispatcher.redact import redact, register_secret
+from .redact import redact, register_secret
 
 from .exceptions import InvalidAddress, MessengerError, PermanentError, TemporaryError
 from .http import HTTPMessenger, RateLimited, json_body

@@ -17,7 +17,7 @@ django-anymail's provider layer):
   (with ``retry_after``) and ``PermanentError``; a rate-limit answer defers the
   rest of the batch too, instead of hammering a provider that asked us to wait;
 - secrets kept out of texts: every messenger registers its secrets with
-  :func:`dispatcher.redact.register_secret`, error texts name an endpoint, never
+  :func:`messengers.redact.register_secret`, error texts name an endpoint, never
   a full URL, and log records of urllib3/oauthlib (which print URLs and
   Authorization headers at DEBUG) are redacted.
 """
@@ -34,7 +34,7 @@ from urllib.parse import unquote
 
 import requests
 
-from dispatcher.redact import redact, register_secret
+from .redact import redact, register_secret
 
 from .base import MessengerBase
 from .exceptions import MessengerConfigurationError, MessengerError, PermanentError, TemporaryError

@@ -9,7 +9,7 @@ from __future__ import annotations
 from email.utils import parseaddr
 from typing import Any
 
-from dispatcher.redact import redact, register_secret
+from .redact import redact, register_secret
 
 from .exceptions import InvalidAddress, PermanentError, TemporaryError
 from .http import HTTPMessenger, json_body

@@ -12,7 +12,7 @@ from typing import Any
 
 from django.dispatch import Signal
 
-from dispatcher.redact import redact, register_secret
+from .redact import redact, register_secret
 
 from .exceptions import InvalidAddress, MessengerError, PermanentError, TemporaryError
 from .http import HTTPMessenger, ProxySpec, RateLimited, json_body

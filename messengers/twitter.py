@@ -14,7 +14,7 @@ from typing import Any
 import requests
 from requests_oauthlib import OAuth1
 
-from dispatcher.redact import redact, register_secret
+from .redact import redact, register_secret
 
 from .exceptions import InvalidAddress, MessengerError, PermanentError
 from .http import HTTPMessenger, RateLimited, json_body

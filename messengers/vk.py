@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from dispatcher.redact import redact, register_secret
+from .redact import redact, register_secret
 
 from .exceptions import InvalidAddress, MessengerError, PermanentError, TemporaryError
 from .http import HTTPMessenger, RateLimited, json_body

@@ -24,7 +24,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from dispatcher.redact import register_secret
+from .redact import register_secret
 
 from .exceptions import InvalidAddress, MessengerConfigurationError, PermanentError
 from .http import HTTPMessenger

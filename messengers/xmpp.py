@@ -33,7 +33,7 @@ from slixmpp import ClientXMPP
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.jid import JID, InvalidJID
 
-from dispatcher.redact import redact, register_secret
+from .redact import redact, register_secret
 
 from .base import MessengerBase
 from .exceptions import (

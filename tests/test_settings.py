@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from dispatcher.redact import redact
+from messengers.redact import redact
 from tests.services import BASE
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from celery import current_app
 
 from ..publish import dispatch_queue
-from ..redact import redact
+from messengers.redact import redact
 
 logger = logging.getLogger("dispatcher.dashboard")
 

@@ -64,7 +64,7 @@ def test_temporary_errors(fake, code, message, min_delay):
 
 
 @pytest.mark.parametrize(("code", "message"), [
-    # dispatcher.redact masks the word after "authorization": VK's text is kept from "failed" on.
+    # messengers.redact masks the word after "authorization": VK's text is kept from "failed" on.
     (5, "failed: access_token has expired."),
     (15, "Access denied: no access to call this method"),
     (100, "One of the parameters specified was missing or invalid"),
