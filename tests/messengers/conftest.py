@@ -6,7 +6,7 @@ from datetime import datetime
 import pytest
 from django.utils import timezone
 
-from dispatcher import redact
+from messengers import redact
 from dispatcher.api import recipients, schedule_messages
 from dispatcher.delivery import deliver_batch
 from dispatcher.models import Dispatch, DispatchError

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher import redact
+from messengers import redact
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "writing-a-messenger.md"
 BLOCKS = {
