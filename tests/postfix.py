@@ -32,8 +32,9 @@ from pathlib import Path
 
 from tests.services import free_ports, wait_for
 
-POSTFIX = shutil.which("postfix") or ("/usr/sbin/postfix" if os.path.exists("/usr/sbin/postfix") else None)
-POSTCONF = shutil.which("postconf") or ("/usr/sbin/postconf" if os.path.exists("/usr/sbin/postconf") else None)
+# /usr/sbin may be off a non-root PATH.
+POSTFIX = shutil.which("postfix", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
+POSTCONF = shutil.which("postconf", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
 
 DOMAIN = "dispatcher.test"
 HOSTNAME = f"mail.{DOMAIN}"
