@@ -16,10 +16,9 @@ from typing import Any
 
 import requests
 
-from .redact import redact, register_secret
-
 from .exceptions import InvalidAddress, MessengerError, PermanentError, TemporaryError
 from .http import HTTPMessenger, RateLimited, json_body
+from .redact import redact, register_secret
 
 DEFAULT_API_VERSION = "v21.0"
 TEMPORARY_CODES = {1, 2}

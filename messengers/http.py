@@ -34,10 +34,9 @@ from urllib.parse import unquote
 
 import requests
 
-from .redact import redact, register_secret
-
 from .base import MessengerBase
 from .exceptions import MessengerConfigurationError, MessengerError, PermanentError, TemporaryError
+from .redact import redact, register_secret
 
 logger = logging.getLogger("messengers.http")
 

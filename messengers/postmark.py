@@ -9,10 +9,9 @@ from __future__ import annotations
 from email.utils import parseaddr
 from typing import Any
 
-from .redact import redact, register_secret
-
 from .exceptions import InvalidAddress, PermanentError, TemporaryError
 from .http import HTTPMessenger, json_body
+from .redact import redact, register_secret
 
 INACTIVE_RECIPIENT = 406
 #: Postmark ErrorCodes that clear up by themselves (100: maintenance).

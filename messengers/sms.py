@@ -10,10 +10,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .redact import redact, register_secret
-
 from .exceptions import InvalidAddress, MessengerConfigurationError, PermanentError
 from .http import HTTPMessenger, RateLimited, json_body, retry_after_header
+from .redact import redact, register_secret
 
 E164 = re.compile(r"\+[1-9]\d{1,14}")
 MAX_BODY = 1600

@@ -12,10 +12,9 @@ from typing import Any
 
 from django.dispatch import Signal
 
-from .redact import redact, register_secret
-
 from .exceptions import InvalidAddress, MessengerError, PermanentError, TemporaryError
 from .http import HTTPMessenger, ProxySpec, RateLimited, json_body
+from .redact import redact, register_secret
 
 logger = logging.getLogger("messengers.telegram")
 

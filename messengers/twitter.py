@@ -14,10 +14,9 @@ from typing import Any
 import requests
 from requests_oauthlib import OAuth1
 
-from .redact import redact, register_secret
-
 from .exceptions import InvalidAddress, MessengerError, PermanentError
 from .http import HTTPMessenger, RateLimited, json_body
+from .redact import redact, register_secret
 
 TWEET_LENGTH = 280
 DM_LENGTH = 10_000

@@ -10,10 +10,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .redact import redact, register_secret
-
 from .exceptions import InvalidAddress, MessengerError, PermanentError, TemporaryError
 from .http import HTTPMessenger, RateLimited, json_body
+from .redact import redact, register_secret
 
 API_VERSION = "5.199"
 

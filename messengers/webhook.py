@@ -24,10 +24,9 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from .redact import register_secret
-
 from .exceptions import InvalidAddress, MessengerConfigurationError, PermanentError
 from .http import HTTPMessenger
+from .redact import register_secret
 
 SIGNATURE_HEADER = "X-Dispatcher-Signature"
 TIMESTAMP_HEADER = "X-Dispatcher-Timestamp"
