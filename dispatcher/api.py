@@ -15,10 +15,9 @@ from django.utils import timezone
 from messengers.base import MessengerBase
 
 from .bulk import create_dispatches
-from .delivery import UNSUBSCRIBABLE
 from .exceptions import InvalidRecipient, MessageTooLong, NoRecipients, UnknownMessageType
 from .inbox.api import Inbox, pm_broadcast, pm_write
-from .messages import MessageBase, PlainTextMessage
+from .messages import UNSUBSCRIBABLE, MessageBase, PlainTextMessage
 from .models import Dispatch, Message
 from .publish import publish
 from .registry import (

@@ -17,6 +17,9 @@ from messengers.base import Rendered
 
 from . import links
 
+#: Message context flag: the recipients are subscribers, so mails carry unsubscribe headers.
+UNSUBSCRIBABLE = "_unsubscribe"
+
 
 class MessageBase:
     """Base class of message types.
@@ -162,7 +165,7 @@ class ModelEventMessage(MessageBase):
 
     def __init__(self, subject: str, text: str, model: str, action: str, object_id: str):
         super().__init__({"subject": subject, "text": text, "model": model, "action": action,
-                          "object_id": object_id, "_unsubscribe": True})
+                          "object_id": object_id, UNSUBSCRIBABLE: True})
 
 
 BUILTIN_MESSAGE_TYPES: list[type[MessageBase]] = [
