@@ -169,7 +169,7 @@ def schedule_messages(
     for message, targets in zip(message_objs, per_message, strict=True):
         _check_length(message, {r.messenger for r in targets})
         for recipient in targets:
-            if not message.supports(recipient.messenger):
+            if not message.supports(get_registered_messenger_object(recipient.messenger)):
                 raise InvalidRecipient(
                     f"message type {message.alias!r} cannot be sent through {recipient.messenger!r}"
                 )
