@@ -77,6 +77,8 @@ class SMTPMessenger(MessengerBase):
 
     alias = "smtp"
     title = "E-mail"
+    capabilities = frozenset({"text", "email"})
+    secret_options = ("password",)
 
     def __init__(
         self,
@@ -108,7 +110,6 @@ class SMTPMessenger(MessengerBase):
             )
         if login and not login.isascii():
             raise MessengerConfigurationError("smtp: the login has characters outside ASCII")
-        register_secret(password)
         self.from_email = from_email or "dispatcher@localhost"
         self.sender = Sender(self.from_email)
         #: the bare address of from_email ("Name <a@b>" -> "a@b"), for MAIL FROM

@@ -33,8 +33,9 @@ from dispatcher.delivery import deliver_batch
 from dispatcher.messages import EmailHtmlMessage, EmailTextMessage, MessageBase
 from dispatcher.models import Dispatch
 from dispatcher.smtp_sink import SinkHandler
-from messengers.base import Envelope, MemoryRecorder, Rendered
+from messengers.base import Envelope, Rendered
 from messengers.exceptions import InvalidAddress, MessengerConfigurationError
+from messengers.outcomes import Outcomes
 from messengers.smtp import SMTPMessenger
 from tests.messengers.conftest import deliver, errors
 from tests.services import SMTPServer
@@ -372,15 +373,16 @@ def test_a_control_character_in_any_header_fails_the_dispatch(sink):
                  Rendered("ok", "x", headers={"List-Unsubscribe": "<https://x>\r\nBcc: v@x"})),
         Envelope(3, "c@example.org", Rendered("ok", "x")),
     ]
-    recorder = MemoryRecorder()
+    recorder = Outcomes()
     batch = get_registered_messenger_object("smtp").for_batch(recorder)
     batch.before_send()
     try:
         batch.send(None, None, envelopes)
     finally:
         batch.after_send()
-    assert [recorder.outcomes[id(e)][0] for e in envelopes] == ["sent", "failed", "sent"]
-    assert "control character" in str(recorder.outcomes[id(envelopes[1])][1])
+    outcomes = [recorder.get(e) for e in envelopes]
+    assert [o.status for o in outcomes if o] == ["sent", "failed", "sent"]
+    assert "control character" in str(outcomes[1].error if outcomes[1] else "")
     assert len(handler.messages) == 2 and not any(m["Bcc"] for m in handler.messages)
 
 
