@@ -38,8 +38,17 @@ POSTCONF = shutil.which("postconf", path=f"{os.environ.get('PATH', '')}:/usr/sbi
 
 DOMAIN = "dispatcher.test"
 HOSTNAME = f"mail.{DOMAIN}"
-#: Local parts with a mailbox. "grüße" needs SMTPUTF8.
-USERS = ("alice", "bob", "carol", "dave", "bounces", "grüße")
+#: Local parts with a mailbox. "jürgen" needs SMTPUTF8 (not "grüße": with
+#: SMTPUTF8 Postfix casefolds lookup keys, "ß" to "ss", and not table keys).
+USERS = ("alice", "bob", "carol", "dave", "bounces", "jürgen")
+#: Accepted at RCPT, then expanded to a domain nobody serves: bounced later,
+#: to the envelope sender.
+GONE = f"gone@{DOMAIN}"
+#: An internationalized domain: Postfix knows it by its A-label, as DNS would.
+IDN_DOMAIN = "bücher.test"
+IDN_A_LABEL = "xn--bcher-kva.test"
+#: Its one mailbox.
+IDN_USER = "erin"
 #: RCPT replies forced by check_recipient_access (a 4xx to test retries).
 RECIPIENT_ACCESS = {f"tempfail@{DOMAIN}": "450 4.7.1 try again later (test)"}
 NOWHERE = "error:5.7.1 this test server delivers to its own mailboxes only"
@@ -91,9 +100,10 @@ local_header_rewrite_clients =
 biff = no
 
 virtual_transport = virtual
-virtual_mailbox_domains = {domain}
+virtual_mailbox_domains = {domain}, {idn_domain}
 virtual_mailbox_base = {root}/mail
 virtual_mailbox_maps = texthash:{conf}/mailboxes
+virtual_alias_maps = texthash:{conf}/aliases
 virtual_minimum_uid = 1
 virtual_uid_maps = static:{uid}
 virtual_gid_maps = static:{gid}
@@ -168,8 +178,11 @@ class PostfixServer:
             pem.write_to_path(str(self.conf / "server.pem"), append=True)
 
         (self.conf / "mailboxes").write_text(
-            "".join(f"{user}@{DOMAIN} {user}/\n" for user in USERS), encoding="utf-8"
+            "".join(f"{user}@{DOMAIN} {user}/\n" for user in USERS)
+            + f"{IDN_USER}@{IDN_A_LABEL} {IDN_USER}/\n",
+            encoding="utf-8",
         )
+        (self.conf / "aliases").write_text(f"{GONE} gone@nowhere.invalid\n")
         (self.conf / "recipient_access").write_text(
             "".join(f"{address} {action}\n" for address, action in RECIPIENT_ACCESS.items())
         )
@@ -189,7 +202,8 @@ class PostfixServer:
     # -- configuration ---------------------------------------------------------------
     def _write_config(self) -> None:
         (self.conf / "main.cf").write_text(MAIN_CF.format(
-            root=self.root, conf=self.conf, hostname=HOSTNAME, domain=DOMAIN, nowhere=NOWHERE,
+            root=self.root, conf=self.conf, hostname=HOSTNAME, domain=DOMAIN, idn_domain=IDN_A_LABEL,
+            nowhere=NOWHERE,
             uid=self.uid, gid=self.gid,
         ))
         (self.conf / "master.cf").write_text(MASTER_CF.format(port=self.port, ascii_port=self.ascii_port))
@@ -289,7 +303,7 @@ class PostfixServer:
 
     def clear(self) -> None:
         """Empty every mailbox, so a test sees only its own mail."""
-        for user in USERS:
+        for user in (*USERS, IDN_USER):
             new = self.root / "mail" / user / "new"
             if new.is_dir():
                 for path in new.iterdir():
