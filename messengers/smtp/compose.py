@@ -134,7 +134,14 @@ class BounceAddress:
 
 class DKIMSigner:
     """DKIM signatures with dkimpy, relaxed/relaxed (robust to the header
-    re-folding and trailing white space changes MTAs make on the way)."""
+    re-folding and trailing white space changes MTAs make on the way).
+
+    dkimpy's RSA is pure Python: a 2048-bit signature costs some 8 ms of CPU.
+    """
+
+    #: RFC 8058: a one-click unsubscribe counts only if DKIM covers both
+    #: headers; dkimpy's default list has the first one only.
+    EXTRA_HEADERS = (b"list-unsubscribe-post",)
 
     def __init__(self, selector: str, domain: str, key: str | bytes | None, key_file: str | None) -> None:
         if key_file:
@@ -159,8 +166,9 @@ class DKIMSigner:
 
     def sign(self, data: bytes) -> bytes:
         """``data`` with a DKIM-Signature header in front."""
-        return dkim.sign(data, self.selector, self.domain, self.key,
-                         canonicalize=(b"relaxed", b"relaxed")) + data
+        signer = dkim.DKIM(data, linesep=b"\r\n")
+        signer.should_sign.update(self.EXTRA_HEADERS)
+        return signer.sign(self.selector, self.domain, self.key, canonicalize=(b"relaxed", b"relaxed")) + data
 
 
 def check_header(name: str, value: str) -> None:

@@ -302,6 +302,17 @@ def test_a_dkim_signature_verifies(sink, tmp_path):
     assert not dkim.verify(tampered, dnsfunc=dns_txt("mail2025", "example.org"))
 
 
+def test_dkim_covers_both_one_click_unsubscribe_headers():
+    messenger = SMTPMessenger("team@example.org", dkim_selector="mail2025", dkim_key=rsa_key_pem())
+    headers = {"List-Unsubscribe": "<https://example.org/u/1>",
+               "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+    data = messenger.prepare(Envelope(1, "a@example.org", Rendered("Hi", "text", headers=headers))).data
+    signature = message_from_string(data.decode(), policy=policy.default)["DKIM-Signature"]
+    signed = [h.strip() for h in re.search(r"h=([^;]*);", signature).group(1).split(":")]  # type: ignore[union-attr]
+    assert {"list-unsubscribe", "list-unsubscribe-post", "from", "subject", "message-id"} <= set(signed)
+    assert dkim.verify(data, dnsfunc=dns_txt("mail2025", "example.org"))
+
+
 def test_dkim_options_are_checked_at_construction(tmp_path):
     with pytest.raises(MessengerConfigurationError, match="dkim"):
         SMTPMessenger("a@example.org", dkim_selector="mail")  # no key
