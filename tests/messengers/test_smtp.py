@@ -8,8 +8,10 @@ envelope can be asserted exactly.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
+import signal
 from collections.abc import Callable, Iterator
 from email import message_from_string, policy
 from email.headerregistry import Address
@@ -73,6 +75,23 @@ def sink() -> Iterator[Callable[..., tuple[SMTPServer, RawSink]]]:
         servers.append(server)
         register_messenger_objects(SMTPMessenger(from_email, host="127.0.0.1", port=server.port, **options))
         return server, handler
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def sink_with() -> Iterator[Callable[..., SMTPServer]]:
+    """``sink_with(handler, **messenger_options)``: a server with that handler, and ``smtp`` on it."""
+    servers: list[SMTPServer] = []
+
+    def start(handler: Any, **options: Any) -> SMTPServer:
+        server = SMTPServer(handler)
+        servers.append(server)
+        register_messenger_objects(SMTPMessenger("noreply@example.org", host="127.0.0.1", port=server.port,
+                                                 **options))
+        return server
 
     yield start
     for server in servers:
@@ -167,6 +186,60 @@ def test_a_failed_transaction_never_leaves_the_connection_dirty(sink):
         rows = deliver("smtp", f"try {attempt}", ["ok@example.org", "grüße@example.org"])
         assert [d.status for d in rows] == ["sent", "failed"], [errors(d) for d in rows]
     assert len(handler.messages) == 3
+
+
+class SlowData(RawSink):
+    """Answers DATA only after ``delays`` seconds, one delay per mail, and counts sessions."""
+
+    def __init__(self, *delays: float) -> None:
+        super().__init__()
+        self.delays = list(delays)
+        self.ehlos = 0
+
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
+                          responses: list) -> list:
+        self.ehlos += 1
+        session.host_name = hostname
+        return responses
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.delays:
+            await asyncio.sleep(self.delays.pop(0))
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_a_timeout_inside_a_transaction_drops_the_connection(sink_with):
+    handler = SlowData(3, 0)
+    sink_with(handler, timeout=1)
+    rows = deliver("smtp", "x", ["slow@example.org", "next@example.org"])
+    assert [d.status for d in rows] == ["error", "sent"], [errors(d) for d in rows]
+    assert "timed out" in errors(rows[0])[0].text
+    assert handler.ehlos == 2  # the second dispatch did not use the connection left mid-DATA
+
+
+class Interrupted(BaseException):
+    """Stands for what no messenger may swallow (a worker's shutdown, Ctrl-C)."""
+
+
+def test_a_batch_interrupted_inside_a_transaction_does_not_keep_its_connection(sink_with):
+    handler = SlowData(2)
+    sink_with(handler)
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise Interrupted()
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    try:
+        with pytest.raises(Interrupted):
+            deliver("smtp", "interrupted", "a@example.org")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    # The next batch gets a connection of its own, not the one left waiting for DATA's reply.
+    [row] = deliver("smtp", "after", "b@example.org")
+    assert row.status == "sent", errors(row)
+    assert handler.ehlos == 2
 
 
 # -- 3. and 4. the From address ------------------------------------------------------------------
