@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import re
 import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from email import message_from_string, policy
 from email.headerregistry import Address
@@ -40,7 +43,7 @@ from messengers.exceptions import InvalidAddress, MessengerConfigurationError
 from messengers.outcomes import Outcomes
 from messengers.smtp import SMTPMessenger
 from tests.messengers.conftest import deliver, errors
-from tests.services import SMTPServer
+from tests.services import BASE, SMTPServer
 
 pytestmark = pytest.mark.django_db
 
@@ -478,3 +481,18 @@ def test_a_non_ascii_password_is_a_configuration_error_that_does_not_show_it(pas
     assert "password" in text and text.isascii()
     assert not any(str(n) in text for n in range(len(password)))  # no position either
     assert password not in text and password.encode("ascii", "ignore").decode() not in text
+
+
+def test_a_non_ascii_password_from_the_environment_stops_startup_without_showing_it(tmp_path):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCHER_")
+             and k not in {"DJANGO_SETTINGS_MODULE", "DATABASE_URL", "CELERY_BROKER_URL"}}
+    password = "pässwörd-Ω"
+    started = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"], cwd=BASE, capture_output=True, text=True,
+        timeout=120, env={**clean, "DJANGO_SETTINGS_MODULE": "config.settings",
+                          "DISPATCHER_VAR_DIR": str(tmp_path),
+                          "DISPATCHER_SMTP_USER": "user", "DISPATCHER_SMTP_PASSWORD": password},
+    )
+    assert started.returncode != 0
+    assert "MessengerConfigurationError: smtp: the password has characters outside ASCII" in started.stderr
+    assert not any(c in started.stderr for c in "äöΩ") and "rd-" not in started.stderr
