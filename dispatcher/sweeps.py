@@ -78,18 +78,20 @@ def reclaim_expired_leases() -> int:
     now = timezone.now()
     limits = {alias: cls.get_retry_limit() for alias, cls in get_registered_message_types().items()}
     total = 0
+    expired = Dispatch.objects.filter(status=Dispatch.Status.PROCESSING, lease_expires_at__lt=now)
     while True:
-        rows = list(
-            Dispatch.objects.filter(status=Dispatch.Status.PROCESSING, lease_expires_at__lt=now)
-            .values_list("pk", "attempts", "message__message_type")[:CHUNK]
-        )
-        if not rows:
-            break
-        exhausted = {pk for pk, att, mt in rows if att >= limits.get(mt, settings.DISPATCHER_RETRY_LIMIT)}
-        again = [pk for pk, _, _ in rows if pk not in exhausted]
-        expired = Dispatch.objects.filter(status=Dispatch.Status.PROCESSING, lease_expires_at__lt=now)
         released = {"lease_expires_at": None, "claim_token": None, "queued_at": None}
         with transaction.atomic():
+            # Locked rows are the ones this run takes back, so an error row is
+            # written for each row actually reclaimed and for no other.
+            rows = list(
+                expired.select_for_update(skip_locked=True, of=("self",))
+                .values_list("pk", "attempts", "message__message_type")[:CHUNK]
+            )
+            if not rows:
+                break
+            exhausted = {pk for pk, att, mt in rows if att >= limits.get(mt, settings.DISPATCHER_RETRY_LIMIT)}
+            again = [pk for pk, _, _ in rows if pk not in exhausted]
             done_failed = expired.filter(pk__in=exhausted).update(status=Dispatch.Status.FAILED, **released)
             delay = timedelta(seconds=backoff_delay(1))
             done_again = expired.filter(pk__in=again).update(
@@ -99,7 +101,8 @@ def reclaim_expired_leases() -> int:
                 [
                     DispatchError(
                         dispatch_id=pk, attempt=att, error_class="LeaseExpired",
-                        text="the worker holding this dispatch stopped before reporting an outcome",
+                        text="the lease expired before an outcome was written: the worker holding "
+                             "this dispatch stopped, or could not reach the database, for the whole lease",
                         permanent=pk in exhausted, created=now,
                     )
                     for pk, att, _ in rows
