@@ -137,6 +137,9 @@ DISPATCHER_BATCH_SIZE = env_int("DISPATCHER_BATCH_SIZE", 500)
 DISPATCHER_MIN_BATCH_SIZE = env_int("DISPATCHER_MIN_BATCH_SIZE", 20)
 DISPATCHER_FANOUT_TASKS = env_int("DISPATCHER_FANOUT_TASKS", 64)
 DISPATCHER_LEASE_SECONDS = env_int("DISPATCHER_LEASE_SECONDS", 300)
+# False for a site without Celery: nothing is published, and cron runs
+# `manage.py dispatcher_send_scheduled` to deliver in process.
+DISPATCHER_PUBLISH_TASKS = env_bool("DISPATCHER_PUBLISH_TASKS", True)
 # A deliver task that cannot reach the database retries every few seconds
 # (at most DISPATCHER_DB_RETRY_MAX apart) for DISPATCHER_DB_RETRY_FOR seconds.
 DISPATCHER_DB_RETRY_MAX = env_float("DISPATCHER_DB_RETRY_MAX", 2.0)
@@ -172,6 +175,10 @@ else:
         # has to exceed the longest batch (see CELERY_TASK_TIME_LIMIT).
         "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
     }
+    if CELERY_BROKER_URL.startswith(("amqp", "pyamqp")):
+        # Messages with a higher priority are served first (dispatcher.queues.broker_priority).
+        # Queues declared before this setting must be deleted once to take it.
+        CELERY_TASK_QUEUE_MAX_PRIORITY = 10
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

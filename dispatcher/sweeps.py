@@ -44,27 +44,31 @@ def requeue_due(limit: int = 100_000) -> int:
     total = 0
     published: list[int] = []
 
-    def publish_chunk(pairs: list[tuple[str, int]]) -> None:
+    def publish_chunk(rows: list[tuple[str, int, int]]) -> None:
+        by_priority: dict[int, list[tuple[str, int]]] = {}
+        for alias, pk, level in rows:
+            by_priority.setdefault(level, []).append((alias, pk))
         try:
-            publish(pairs, strict=True)
+            for level, pairs in sorted(by_priority.items(), reverse=True):
+                publish(pairs, strict=True, priority=level)
         except BrokerUnavailable as exc:
             raise BrokerUnavailable(f"{exc}; {sum(published)} requeued before that", sum(published)) from exc
-        published.append(len(pairs))
+        published.append(len(rows))
 
     while total < limit:
         with transaction.atomic():
-            pairs = list(
+            rows = list(
                 Dispatch.objects.filter(status__in=Dispatch.CLAIMABLE, next_attempt_at__lte=now)
                 .filter(Q(queued_at__isnull=True) | Q(queued_at__lt=stale))
                 .order_by("next_attempt_at")
-                .values_list("messenger", "pk")[: min(CHUNK * 10, limit - total)]
+                .values_list("messenger", "pk", "message__priority")[: min(CHUNK * 10, limit - total)]
             )
-            if not pairs:
+            if not rows:
                 break
             # queued_at = now: the next query of this run no longer matches them.
-            Dispatch.objects.filter(pk__in=[pk for _, pk in pairs]).update(queued_at=now)
-            transaction.on_commit(lambda pairs=pairs: publish_chunk(pairs), robust=False)
-        total += len(pairs)
+            Dispatch.objects.filter(pk__in=[pk for _, pk, _ in rows]).update(queued_at=now)
+            transaction.on_commit(lambda rows=rows: publish_chunk(rows), robust=False)
+        total += len(rows)
     if total:
         logger.info("requeued %d due dispatches", total)
     return total
