@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -311,8 +312,52 @@ def deliver_batch(alias: str, ids: list[int], token: uuid.UUID | None = None) ->
     for dispatch in rows:
         dispatch.message = messages[dispatch.message_id]
     recorder = BatchRecorder(token, {d.pk: d for d in rows})
-    run_batch(messenger, recorder, rows)
+    keeper = LeaseKeeper(recorder)
+    keeper.start()
+    try:
+        run_batch(messenger, recorder, rows)
+    finally:
+        keeper.stop()
     return recorder.result
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews the batch's lease while it runs, so a batch slowed by a rate
+    limit or a slow provider is never taken back from a live worker: only a
+    worker that stopped (or lost the database for a whole lease) loses it.
+
+    A thread of its own (with its own database connection), so a messenger
+    blocked in one long call still has its lease renewed.
+    """
+
+    def __init__(self, recorder: BatchRecorder):
+        super().__init__(name="dispatcher-lease", daemon=True)
+        self.recorder = recorder
+        self.every = max(0.5, settings.DISPATCHER_LEASE_SECONDS / 3)
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.done.wait(self.every):
+                self.renew()
+        finally:
+            connection.close()
+
+    def renew(self) -> None:
+        lease = settings.DISPATCHER_LEASE_SECONDS
+        try:
+            Dispatch.objects.filter(
+                claim_token=self.recorder.token, status=Dispatch.Status.PROCESSING
+            ).update(lease_expires_at=timezone.now() + timedelta(seconds=lease))
+        except DATABASE_ERRORS as exc:
+            logger.warning("could not renew a batch's lease: %s", exc)
+            _drop_connection()
+            return
+        self.recorder.deadline = time.monotonic() + lease - LEASE_MARGIN
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(timeout=5)
 
 
 def run_batch(messenger: MessengerBase, recorder: BatchRecorder, rows: list[Dispatch]) -> None:
