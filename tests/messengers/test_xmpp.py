@@ -29,8 +29,9 @@ from messengers.exceptions import (
     TemporaryError,
 )
 from messengers.xmpp import XMPPMessenger
-from tests import prosody
-from tests.prosody import Account, Listener, ProsodyServer, TunnelProxy
+from tests.fakes import prosody
+from tests.fakes.processes import ProxyProcess
+from tests.fakes.prosody import Account, Listener, ProsodyServer
 from tests.services import free_port, wait_for
 
 pytestmark = pytest.mark.django_db
@@ -344,16 +345,16 @@ def test_configuration_errors_are_caught_early():
 
 
 @pytest.mark.parametrize("kind", ["socks5", "http"])
-def test_connects_through_a_proxy(server, listen, kind):
+def test_connects_through_a_proxy(server, listen, kind, tmp_path):
     ann = listen(server)
-    proxy = TunnelProxy(kind, credentials=("proxyuser", "proxypass"))
+    proxy = ProxyProcess(tmp_path, "proxyuser", "proxypass")
     try:
-        m = messenger(server, proxy={"https": proxy.url})
+        m = messenger(server, proxy={"https": proxy.url(kind)})
         assert [d.status for d in deliver(m, f"via {kind}", [ann.account.jid])] == ["sent"]
         assert wait_for_bodies(ann, 1) == [f"via {kind}"]
         assert proxy.targets == [("127.0.0.1", server.port)]  # the proxy carried the stream
 
-        wrong = messenger(server, proxy=lambda: proxy.url.replace("proxypass", "nope"))
+        wrong = messenger(server, proxy=lambda: proxy.url(kind).replace("proxypass", "nope"))
         [d] = deliver(wrong, "x", [ann.account.jid])
         # As for the HTTP messengers: temporary, fixing the proxy must not lose messages.
         assert d.status == "error" and "the proxy refused our credentials" in errors_of(d)[0].text
@@ -396,13 +397,13 @@ def test_worker_sends_500_in_one_batch_each_received_once(server, listen, worker
     assert ann.received()[0].sender == bob.received()[0].sender
 
 
-def test_stream_lost_mid_batch_keeps_what_was_confirmed_and_retries_the_rest(server, listen):
+def test_stream_lost_mid_batch_keeps_what_was_confirmed_and_retries_the_rest(server, listen, tmp_path):
     ann = listen(server)
     # Plaintext, so that the proxy can see the stream: it cuts the connection
     # instead of forwarding the client's second XEP-0198 ack request.
-    proxy = TunnelProxy("socks5", cut_on=b"<r xmlns", cut_at=2)
+    proxy = ProxyProcess(tmp_path, cut_on=b"<r xmlns", cut_at=2)
     try:
-        cut = messenger(server, plaintext=True, proxy=proxy.url)
+        cut = messenger(server, plaintext=True, proxy=proxy.url("socks5"))
         register_messenger_objects(cut)
         texts = [f"n{i}" for i in range(6)]
         rows = schedule_messages(texts, recipients("xmpp", ann.account.jid))
