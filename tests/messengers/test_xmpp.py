@@ -7,8 +7,11 @@ it these tests skip, unless REQUIRE_SERVICES=1 (CI), where they fail.
 
 from __future__ import annotations
 
+import base64
 import json
+import logging
 import os
+import re
 import socket
 import threading
 from collections import Counter
@@ -361,6 +364,40 @@ def test_connects_through_a_proxy(server, listen, kind, tmp_path):
         assert "nope" not in errors_of(d)[0].text
     finally:
         proxy.stop()
+
+
+@pytest.mark.parametrize(("scheme", "resolved_by_us"), [("socks5", True), ("socks5h", False)])
+def test_socks5h_lets_the_proxy_resolve_the_server_name(server, listen, tmp_path, scheme, resolved_by_us):
+    ann = listen(server)
+    proxy = ProxyProcess(tmp_path)
+    try:
+        m = messenger(server, proxy=proxy.url(scheme))
+        m.host = "localhost"
+        assert [d.status for d in deliver(m, f"via {scheme}", [ann.account.jid])] == ["sent"]
+        assert proxy.targets == [("127.0.0.1" if resolved_by_us else "localhost", server.port)]
+    finally:
+        proxy.stop()
+
+
+def test_no_password_in_logs_or_errors_and_sasl_payloads_masked(server, listen, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    ann = listen(server)
+    proxy = ProxyProcess(tmp_path, "proxyuser", "proxy-secret-91")
+    try:
+        m = messenger(server, proxy=proxy.url("socks5"))
+        assert [d.status for d in deliver(m, "logged", [ann.account.jid])] == ["sent"]
+        wrong = messenger(server, proxy=proxy.url("http", credentials=("proxyuser", "wrong-proxy-pass-5")))
+        [d] = deliver(wrong, "x", [ann.account.jid])
+    finally:
+        proxy.stop()
+    assert d.status == "error" and "wrong-proxy-pass-5" not in errors_of(d)[0].text
+    wire = caplog.text
+    assert re.search(r"<auth\b[^>]*>\*\*\*<", wire)  # slixmpp's wire log was captured, masked
+    assert not re.search(r"<(auth|response)\b[^>]*>(?!\*\*\*<)[^<]", wire)
+    password = server.sender.password
+    for secret in (password, base64.b64encode(password.encode()).decode(), "proxy-secret-91",
+                   "wrong-proxy-pass-5"):
+        assert secret not in wire, secret
 
 
 def test_a_dead_proxy_is_temporary(server):
