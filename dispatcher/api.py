@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, models, transaction
@@ -15,11 +16,9 @@ from django.utils import timezone
 from messengers.base import MessengerBase
 
 from .bulk import create_dispatches
-from .delivery import UNSUBSCRIBABLE
 from .exceptions import InvalidRecipient, MessageTooLong, NoRecipients, UnknownMessageType
-from .inbox.api import Inbox, pm_broadcast, pm_write
-from .messages import MessageBase, PlainTextMessage
-from .models import Dispatch, Message
+from .messages import UNSUBSCRIBABLE, MessageBase, PlainTextMessage
+from .models import Dispatch, Message, Subscription
 from .publish import publish
 from .registry import (
     get_registered_message_type,
@@ -29,7 +28,6 @@ from .registry import (
     register_message_types,
     register_messenger_objects,
 )
-from .subscriptions import subscribers
 
 __all__ = [
     "Inbox",
@@ -48,7 +46,21 @@ __all__ = [
     "send_test_message",
 ]
 
+if TYPE_CHECKING:  # for type checkers only; see __getattr__ below
+    from .inbox.api import Inbox, pm_broadcast, pm_write
+
 logger = logging.getLogger("dispatcher.api")
+
+#: Offered here for convenience, but loaded on first use: the private-messages
+#: app is built on this module, and the engine never imports it.
+_LAZY = {"Inbox": "dispatcher.inbox.api", "pm_write": "dispatcher.inbox.api",
+         "pm_broadcast": "dispatcher.inbox.api"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Recipient(NamedTuple):
@@ -129,7 +141,8 @@ def _normalize_recipients(recipients_: Any) -> list[Recipient]:
 def _subscribers(message: MessageBase) -> list[Recipient]:
     """The subscribers of the message's type, as recipients (one query)."""
     found = []
-    for alias, who in subscribers(message.alias):
+    subscriptions = Subscription.objects.filter(message_type=message.alias).select_related("recipient")
+    for alias, who in ((s.messenger, s.recipient if s.recipient_id else s.address) for s in subscriptions):
         try:
             found.extend(recipients(alias, who))
         except (LookupError, ValueError):
@@ -170,7 +183,7 @@ def schedule_messages(
     for message, targets in zip(message_objs, per_message, strict=True):
         _check_length(message, {r.messenger for r in targets})
         for recipient in targets:
-            if not message.supports(recipient.messenger):
+            if not message.supports(get_registered_messenger_object(recipient.messenger)):
                 raise InvalidRecipient(
                     f"message type {message.alias!r} cannot be sent through {recipient.messenger!r}"
                 )

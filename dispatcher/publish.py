@@ -14,13 +14,12 @@ from collections.abc import Iterable
 from celery import current_app
 from django.conf import settings
 
+from .models import Dispatch
+from .queues import DELIVER_TASK, dispatch_queue
+
+__all__ = ["DELIVER_TASK", "batch_size_for", "dispatch_queue", "publish"]
+
 logger = logging.getLogger("dispatcher.publish")
-
-DELIVER_TASK = "dispatcher.deliver"
-
-
-def dispatch_queue(alias: str) -> str:
-    return f"dispatch.{alias}"
 
 
 def batch_size_for(count: int) -> int:
@@ -72,6 +71,4 @@ def publish(pairs: Iterable[tuple[str, int]], batch_size: int | None = None) -> 
 
 
 def _forget_queued(ids: list[int]) -> None:
-    from .models import Dispatch
-
     Dispatch.objects.filter(pk__in=ids).update(queued_at=None)

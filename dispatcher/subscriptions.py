@@ -4,7 +4,7 @@
 the message's type. Users manage their own subscriptions on a preferences
 page; only pairs the page showed can change, and only pairs a user may
 subscribe to (``allow_user_subscription`` on both the message type and the
-messenger, and ``supported_messengers``) are accepted.
+messenger, and the type's ``requires``/``supported_messengers``) are accepted.
 """
 
 from __future__ import annotations
@@ -51,14 +51,6 @@ def unsubscribe(message_type: str, messenger: str, recipient: Any) -> int:
     return qs.filter(message_type=message_type, messenger=messenger).delete()[0]
 
 
-def subscribers(message_type: str) -> list[tuple[str, Any]]:
-    """``(messenger alias, address or user)`` of every subscriber of a type, in one query."""
-    return [
-        (s.messenger, s.recipient if s.recipient_id else s.address)
-        for s in Subscription.objects.filter(message_type=message_type).select_related("recipient")
-    ]
-
-
 def user_may_subscribe(message_type: str, messenger: str) -> bool:
     try:
         type_cls = get_registered_message_type(message_type)
@@ -68,7 +60,7 @@ def user_may_subscribe(message_type: str, messenger: str) -> bool:
     return (
         type_cls.allow_user_subscription
         and messenger_obj.allow_user_subscription
-        and type_cls.supports(messenger)
+        and type_cls.supports(messenger_obj)
     )
 
 
