@@ -16,10 +16,9 @@ from typing import Any, TypeVar
 
 from slixmpp.jid import JID
 
-from ..base import MessengerBase
+from ..base import Envelope, MessageInfo, MessengerBase
 from ..exceptions import InvalidAddress, MessengerConfigurationError, MessengerError, PermanentError
 from ..proxy import ProxySpec
-from ..redact import register_secret
 from . import connection
 from .addresses import parse_jid, sender_jid
 from .client import Client
@@ -47,6 +46,7 @@ class XMPPMessenger(MessengerBase):
     alias = "xmpp"
     title = "XMPP"
     allow_user_subscription = True
+    secret_options = ("password",)
 
     STARTTLS = connection.STARTTLS
     DIRECT_TLS = connection.DIRECT_TLS
@@ -80,7 +80,6 @@ class XMPPMessenger(MessengerBase):
         self.from_jid = jid.bare
         self.resource = jid.resource or "dispatcher"
         self.password = password or ""
-        register_secret(self.password)
         self.mode = mode
         self.host = host or jid.domain
         self.port = int(port) if port else connection.default_port(mode)
@@ -134,12 +133,12 @@ class XMPPMessenger(MessengerBase):
         """Close the stream (waiting briefly for the server's goodbye), then the loop."""
         self._shutdown()
 
-    def send(self, message_cls: Any, message_model: Any, dispatch_models: Sequence[Any]) -> None:
+    def send(self, message_cls: Any, message_model: MessageInfo, dispatch_models: Sequence[Envelope]) -> None:
         if self._failure is not None:
             raise self._failure
         if self._loop is None:
             self.before_send()
-        items: list[tuple[Any, str, JID, str]] = []
+        items: list[tuple[Envelope, str, JID, str]] = []
         for envelope in dispatch_models:
             try:
                 to = parse_jid(envelope.address)
@@ -181,9 +180,14 @@ class XMPPMessenger(MessengerBase):
 
     # -- helpers -----------------------------------------------------------------
     @staticmethod
-    def body(envelope: Any) -> str:
+    def body(envelope: Envelope) -> str:
         rendered = envelope.rendered
         return _XML_INVALID.sub("\ufffd", rendered.text or rendered.subject or "").strip()
+
+    def length_problem(self, text: str) -> str | None:
+        """The engine's check of each rendered text, in XMPP's terms: the
+        server's own stanza limit, once the session knows it, else ``max_text_length``."""
+        return self._too_long(text) or None
 
     def _too_long(self, body: str) -> str:
         """Why ``body`` is too long to send, or ''. The server's own limit
@@ -202,7 +206,7 @@ class XMPPMessenger(MessengerBase):
         return ""
 
     @staticmethod
-    def stanza_id(envelope: Any) -> str:
+    def stanza_id(envelope: Envelope) -> str:
         """Unique per attempt; names the dispatch so a receiver's log can be matched."""
         prefix = f"dispatch-{envelope.id}-" if envelope.id else "test-"
         return prefix + uuid.uuid4().hex[:12]
