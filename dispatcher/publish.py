@@ -14,6 +14,9 @@ from collections.abc import Iterable
 from celery import current_app
 from django.conf import settings
 
+from messengers.redact import redact
+
+from .exceptions import BrokerUnavailable
 from .models import Dispatch
 from .queues import DELIVER_TASK, dispatch_queue
 
@@ -34,12 +37,15 @@ def batch_size_for(count: int) -> int:
     return max(1, min(settings.DISPATCHER_BATCH_SIZE, max(settings.DISPATCHER_MIN_BATCH_SIZE, spread)))
 
 
-def publish(pairs: Iterable[tuple[str, int]], batch_size: int | None = None) -> int:
+def publish(pairs: Iterable[tuple[str, int]], batch_size: int | None = None, strict: bool = False) -> int:
     """Publish deliver tasks for ``(messenger alias, dispatch id)`` pairs.
 
     Ids are grouped by messenger and cut into batches. Returns the number of
     tasks published. A broker error is logged, not raised: the rows are in the
-    database and the requeue sweep will publish them again.
+    database and the requeue sweep will publish them again. The sweep itself
+    publishes with ``strict=True``: the error is raised
+    (:class:`BrokerUnavailable`), so it stops and reports instead of picking
+    the same rows again.
     """
     by_alias: dict[str, list[int]] = defaultdict(list)
     for alias, pk in pairs:
@@ -61,12 +67,17 @@ def publish(pairs: Iterable[tuple[str, int]], batch_size: int | None = None) -> 
                     argsrepr=f"({alias!r}, [{chunk[0]}..{chunk[-1]}] {len(chunk)} ids)", kwargsrepr="{}",
                 )
                 published += 1
-    except Exception:
+    except Exception as exc:
         unpublished = [pk for _, chunk in chunks[published:] for pk in chunk]
+        _forget_queued(unpublished)
+        if strict:
+            raise BrokerUnavailable(
+                f"could not publish {len(unpublished)} dispatches: the broker is unreachable "
+                f"({type(exc).__name__}: {redact(str(exc))})", published
+            ) from exc
         logger.exception(
             "could not publish %d dispatches; the requeue sweep will publish them", len(unpublished)
         )
-        _forget_queued(unpublished)
     return published
 
 

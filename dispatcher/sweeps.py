@@ -17,6 +17,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from .delivery import backoff_delay
+from .exceptions import BrokerUnavailable
 from .models import Dispatch, DispatchError, Message
 from .publish import publish
 from .registry import get_registered_message_types
@@ -33,10 +34,23 @@ def requeue_due(limit: int = 100_000) -> int:
     DISPATCHER_REQUEUE_AFTER; older ones (the broker lost the task, or a retry
     became due) are published again. A duplicate task is harmless: only one
     claim can win.
+
+    Each row is looked at once per run. When the broker cannot be reached the
+    run stops at once and raises :class:`BrokerUnavailable` (the rows keep
+    waiting, marked as not queued); the count is of rows actually published.
     """
     now = timezone.now()
     stale = now - timedelta(seconds=settings.DISPATCHER_REQUEUE_AFTER)
     total = 0
+    published: list[int] = []
+
+    def publish_chunk(pairs: list[tuple[str, int]]) -> None:
+        try:
+            publish(pairs, strict=True)
+        except BrokerUnavailable as exc:
+            raise BrokerUnavailable(f"{exc}; {sum(published)} requeued before that", sum(published)) from exc
+        published.append(len(pairs))
+
     while total < limit:
         with transaction.atomic():
             pairs = list(
@@ -47,8 +61,9 @@ def requeue_due(limit: int = 100_000) -> int:
             )
             if not pairs:
                 break
+            # queued_at = now: the next query of this run no longer matches them.
             Dispatch.objects.filter(pk__in=[pk for _, pk in pairs]).update(queued_at=now)
-            transaction.on_commit(lambda pairs=pairs: publish(pairs))
+            transaction.on_commit(lambda pairs=pairs: publish_chunk(pairs), robust=False)
         total += len(pairs)
     if total:
         logger.info("requeued %d due dispatches", total)
