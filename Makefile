@@ -29,7 +29,7 @@ test-services:
 	$(PY) pytest
 
 test-embedded:
-	DISPATCHER_TEST_PROFILE=embedded $(PY) pytest -m "not redis_broker"
+	DISPATCHER_TEST_PROFILE=embedded $(PY) pytest -m "not redis_broker and not postgresql"
 
 bench: install
 	$(PY) python -m bench

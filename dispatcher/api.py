@@ -28,6 +28,7 @@ from .registry import (
     register_message_types,
     register_messenger_objects,
 )
+from .scheduled import send_scheduled_messages
 
 __all__ = [
     "Inbox",
@@ -43,6 +44,7 @@ __all__ = [
     "register_messenger_objects",
     "retry_now",
     "schedule_messages",
+    "send_scheduled_messages",
     "send_test_message",
 ]
 
@@ -267,8 +269,11 @@ def _write(
             dispatches = create_dispatches(message, targets, due, queued_at, now)
             result.append((message, dispatches))
         if queued_at is not None:
-            pairs = [(d.messenger, d.pk) for _, ds in result for d in ds]
-            transaction.on_commit(lambda: publish(pairs))
+            by_priority: dict[int, list[tuple[str, int]]] = {}
+            for message, ds in result:
+                by_priority.setdefault(message.priority, []).extend((d.messenger, d.pk) for d in ds)
+            for level, pairs in sorted(by_priority.items(), reverse=True):
+                transaction.on_commit(lambda pairs=pairs, level=level: publish(pairs, priority=level))
     return result
 
 

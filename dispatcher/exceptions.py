@@ -31,7 +31,22 @@ class NoRecipients(DispatcherError, ValueError):
     """``schedule_messages`` was given no one to send to."""
 
 
+class DatabaseUnavailable(DispatcherError, ConnectionError):
+    """The database could not be reached; nothing was sent, and the task retries."""
+
+
+class BrokerUnavailable(DispatcherError, ConnectionError):
+    """Deliver tasks could not be published; the rows wait for the next sweep."""
+
+    def __init__(self, text: str, published: int = 0):
+        super().__init__(text)
+        #: Tasks published before the broker failed.
+        self.published = published
+
+
 __all__ = [
+    "BrokerUnavailable",
+    "DatabaseUnavailable",
     "DispatcherError",
     "InvalidAddress",
     "InvalidRecipient",

@@ -4,15 +4,18 @@ cleaned up, undelivered dispatches reported, and their beat schedule."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 
 import pytest
 from django.core import mail
+from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from dispatcher.beat import PERIODIC_TASKS
-from dispatcher.models import Dispatch, Message
+from dispatcher.models import Dispatch, DispatchError, Message
 from dispatcher.sweeps import cleanup_sent, reclaim_expired_leases, report_undelivered, requeue_due
 from tests.test_guarantees import deliver, schedule, state
 
@@ -85,3 +88,29 @@ def test_periodic_tasks_exist_after_migrate():
     tasks = dict(PeriodicTask.objects.values_list("name", "task"))
     for name, (task, _) in PERIODIC_TASKS.items():
         assert tasks[name] == task
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(DISPATCHER_LEASE_SECONDS=1)
+def test_a_live_batch_keeps_its_lease_however_long_it_runs():
+    """The lease is renewed while the batch runs, so a slow send is never
+    taken back (and sent twice) while its worker is alive."""
+    [dispatch] = schedule("flaky", ["slow:2500/1"])  # one send of 2.5 s, with a lease of 1 s
+    reclaimed: list[int] = []
+
+    def sweep_meanwhile() -> None:
+        try:
+            deadline = time.monotonic() + 2.3
+            while time.monotonic() < deadline:
+                reclaimed.append(reclaim_expired_leases())
+                time.sleep(0.2)
+        finally:
+            connection.close()
+
+    sweeper = threading.Thread(target=sweep_meanwhile)
+    sweeper.start()
+    deliver("flaky", [dispatch])
+    sweeper.join()
+    assert len(reclaimed) > 5 and sum(reclaimed) == 0
+    assert state(dispatch) == ("sent", 1)
+    assert not DispatchError.objects.filter(dispatch=dispatch).exists()
