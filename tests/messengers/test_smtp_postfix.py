@@ -1,4 +1,4 @@
-"""The smtp messenger against a real Postfix on loopback (tests/postfix.py).
+"""The smtp messenger against a real Postfix on loopback (tests/fakes/postfix.py).
 
 The Postfix is as strict as a careful MX: bare <LF> is refused for every
 client, it speaks STARTTLS with a certificate from a private CA, and one of
@@ -25,10 +25,10 @@ from dispatcher.delivery import deliver_batch
 from dispatcher.messages import EmailHtmlMessage, EmailTextMessage
 from dispatcher.models import Dispatch
 from messengers.smtp import SMTPMessenger
-from tests import postfix
+from tests.fakes import postfix
 from tests.messengers.conftest import deliver, errors
 from tests.messengers.test_smtp import dns_txt, rsa_key_pem
-from tests.postfix import DOMAIN, GONE, IDN_A_LABEL, IDN_DOMAIN, IDN_USER, PostfixServer
+from tests.fakes.postfix import DOMAIN, GONE, IDN_A_LABEL, IDN_DOMAIN, IDN_USER, PostfixServer
 from tests.services import BASE
 
 pytestmark = pytest.mark.django_db

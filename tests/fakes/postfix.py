@@ -68,7 +68,7 @@ def missing() -> str | None:
 
 
 MAIN_CF = """\
-# Written by tests/postfix.py: a throw-away instance on loopback.
+# Written by tests/fakes/postfix.py: a throw-away instance on loopback.
 compatibility_level = 3.6
 queue_directory = {root}/queue
 data_directory = {root}/data
@@ -123,7 +123,7 @@ smtpd_recipient_restrictions = check_recipient_access texthash:{conf}/recipient_
 #: No chroot (the queue holds no copy of /etc); no smtp, lmtp, local or pipe
 #: service: nothing here can hand a mail to another machine or a program.
 MASTER_CF = """\
-# Written by tests/postfix.py.
+# Written by tests/fakes/postfix.py.
 127.0.0.1:{port} inet n - n - - smtpd
 127.0.0.1:{ascii_port} inet n - n - - smtpd -o smtputf8_enable=no
 cleanup   unix n - n - 0 cleanup
