@@ -26,9 +26,9 @@ from dispatcher.messages import EmailHtmlMessage, EmailTextMessage
 from dispatcher.models import Dispatch
 from messengers.smtp import SMTPMessenger
 from tests.fakes import postfix
+from tests.fakes.postfix import DOMAIN, GONE, IDN_A_LABEL, IDN_DOMAIN, IDN_USER, PostfixServer
 from tests.messengers.conftest import deliver, errors
 from tests.messengers.test_smtp import dns_txt, rsa_key_pem
-from tests.fakes.postfix import DOMAIN, GONE, IDN_A_LABEL, IDN_DOMAIN, IDN_USER, PostfixServer
 from tests.services import BASE
 
 pytestmark = pytest.mark.django_db
