@@ -106,9 +106,11 @@ class RedisServer:
             return False
 
     def llen(self, key: str) -> int:
+        """Messages in a queue, over kombu's priority lists (``key``, then ``key\x06\x16N``)."""
         import redis
 
-        return redis.Redis.from_url(self.url).llen(key)
+        client = redis.Redis.from_url(self.url)
+        return sum(client.llen(name) for name in [key, *(f"{key}\x06\x16{n}" for n in (3, 6, 9))])
 
     def kill(self):
         if self.proc and self.proc.poll() is None:
