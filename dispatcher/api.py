@@ -15,10 +15,9 @@ from django.utils import timezone
 from messengers.base import MessengerBase
 
 from .bulk import create_dispatches
-from .delivery import UNSUBSCRIBABLE
 from .exceptions import InvalidRecipient, MessageTooLong, NoRecipients, UnknownMessageType
 from .inbox.api import Inbox, pm_broadcast, pm_write
-from .messages import MessageBase, PlainTextMessage
+from .messages import UNSUBSCRIBABLE, MessageBase, PlainTextMessage
 from .models import Dispatch, Message
 from .publish import publish
 from .registry import (
@@ -170,7 +169,7 @@ def schedule_messages(
     for message, targets in zip(message_objs, per_message, strict=True):
         _check_length(message, {r.messenger for r in targets})
         for recipient in targets:
-            if not message.supports(recipient.messenger):
+            if not message.supports(get_registered_messenger_object(recipient.messenger)):
                 raise InvalidRecipient(
                     f"message type {message.alias!r} cannot be sent through {recipient.messenger!r}"
                 )

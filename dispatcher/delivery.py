@@ -20,23 +20,22 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, DateTimeField, F, Value, When
+from django.db.models import Case, DateTimeField, F, JSONField, Value, When
 from django.utils import timezone
 
-from messengers.base import MessengerBase
+from messengers.base import Envelope, MessageInfo, MessengerBase, Rendered
 from messengers.exceptions import PermanentError
+from messengers.outcomes import ERROR, FAILED, SENT, Outcome, Outcomes
+from messengers.redact import redact
 
 from . import links, signals
 from .exceptions import UnknownMessageType
+from .messages import UNSUBSCRIBABLE
 from .models import Dispatch, DispatchError, Message
-from messengers.redact import redact
 from .registry import get_registered_message_type, get_registered_messenger_object
 
 logger = logging.getLogger("dispatcher.delivery")
 
-SENT, ERROR, FAILED = "sent", "error", "failed"
-#: Message context flag: the recipients are subscribers, so mails carry unsubscribe headers.
-UNSUBSCRIBABLE = "_unsubscribe"
 
 
 def backoff_delay(attempt: int, retry_after: float | None = None) -> float:
@@ -50,13 +49,6 @@ def backoff_delay(attempt: int, retry_after: float | None = None) -> float:
 
 
 @dataclass
-class Outcome:
-    status: str
-    error: BaseException | str | None = None
-    retry_after: float | None = None
-
-
-@dataclass
 class BatchResult:
     claimed: int = 0
     sent: int = 0
@@ -64,53 +56,32 @@ class BatchResult:
     failed: int = 0
 
 
-class BatchRecorder:
-    """Collects a batch's outcomes and writes them in bulk.
+class BatchRecorder(Outcomes):
+    """Collects a batch's outcomes (by the rule of :mod:`messengers.outcomes`)
+    and writes them in bulk.
 
-    SENT is sticky: once a dispatch is marked sent, nothing later in the batch
-    changes that. Writes are conditional on the claim token, so a worker whose
-    lease was taken over cannot overwrite the new owner's outcome.
+    Writes are conditional on the claim token, so a worker whose lease was
+    taken over cannot overwrite the new owner's outcome.
     """
 
     def __init__(self, token: uuid.UUID, dispatches: dict[int, Dispatch]):
+        super().__init__()
         self.token = token
         self.dispatches = dispatches
         self.unflushed: dict[int, Outcome] = {}
-        self.outcomes: dict[int, Outcome] = {}
         self.flush_every = settings.DISPATCHER_FLUSH_EVERY
         self.flush_seconds = settings.DISPATCHER_FLUSH_SECONDS
         self.last_flush = time.monotonic()
         self.result = BatchResult(claimed=len(dispatches))
 
-    # -- OutcomeRecorder ---------------------------------------------------------
-    def sent(self, dispatch: Any) -> None:
-        self._record(dispatch, Outcome(SENT))
+    def record(self, dispatch: Any, outcome: Outcome) -> bool:
+        if getattr(dispatch, "id", None) not in self.dispatches:
+            raise ValueError(f"dispatch {getattr(dispatch, 'id', dispatch)!r} is not part of this batch")
+        return super().record(dispatch, outcome)
 
-    def error(self, dispatch: Any, error: BaseException | str, retry_after: float | None) -> None:
-        self._record(dispatch, Outcome(ERROR, error, retry_after))
-
-    def failed(self, dispatch: Any, error: BaseException | str) -> None:
-        self._record(dispatch, Outcome(FAILED, error))
-
-    def exception(self, dispatch: Any, error: BaseException) -> None:
-        if isinstance(error, PermanentError):
-            self.failed(dispatch, error)
-        else:
-            self.error(dispatch, error, getattr(error, "retry_after", None))
-
-    def _record(self, dispatch: Any, outcome: Outcome) -> None:
-        pk = dispatch.pk
-        if pk not in self.dispatches:
-            raise ValueError(f"dispatch {pk} is not part of this batch")
-        previous = self.outcomes.get(pk)
-        if previous is not None and (previous.status == SENT or outcome.status != SENT):
-            return  # first outcome wins, except that SENT overrides an error
-        self.outcomes[pk] = outcome
-        self.unflushed[pk] = outcome
+    def recorded(self, dispatch: Any, outcome: Outcome) -> None:
+        self.unflushed[dispatch.id] = outcome
         self.maybe_flush()
-
-    def is_marked(self, dispatch: Any) -> bool:
-        return dispatch.pk in self.outcomes
 
     # -- writing -----------------------------------------------------------------
     def maybe_flush(self) -> None:
@@ -127,6 +98,7 @@ class BatchRecorder:
         self.last_flush = time.monotonic()
         now = timezone.now()
         sent_ids: list[int] = []
+        results = {pk: o.result for pk, o in outcomes.items() if o.result is not None}
         failed: list[tuple[Dispatch, Outcome]] = []
         retry: list[tuple[Dispatch, Outcome, Any]] = []
         for pk, outcome in outcomes.items():
@@ -142,6 +114,11 @@ class BatchRecorder:
         owned = Dispatch.objects.filter(claim_token=self.token, status=Dispatch.Status.PROCESSING)
         released = {"lease_expires_at": None, "claim_token": None}
         with transaction.atomic():
+            if results:  # before the updates below release the claim token
+                owned.filter(pk__in=list(results)).update(result=Case(
+                    *[When(pk=pk, then=Value(r, output_field=JSONField())) for pk, r in results.items()],
+                    output_field=JSONField(),
+                ))
             if sent_ids:
                 owned.filter(pk__in=sent_ids).update(
                     status=Dispatch.Status.SENT, dispatched_at=now, **released
@@ -244,6 +221,8 @@ def deliver_batch(alias: str, ids: list[int]) -> BatchResult:
 
 
 def run_batch(messenger: MessengerBase, recorder: BatchRecorder, rows: list[Dispatch]) -> None:
+    """Render each row into an envelope and hand them to the messenger, one
+    message at a time; every outcome goes through ``recorder``."""
     batch = messenger.for_batch(recorder)
     try:
         try:
@@ -254,8 +233,7 @@ def run_batch(messenger: MessengerBase, recorder: BatchRecorder, rows: list[Disp
                 recorder.exception(dispatch, exc)
             return
         for _, group in groupby(rows, key=lambda d: d.message_id):
-            dispatches = list(group)
-            _send_message(batch, recorder, dispatches)
+            _send_message(batch, recorder, list(group))
     finally:
         try:
             batch.after_send()
@@ -263,6 +241,11 @@ def run_batch(messenger: MessengerBase, recorder: BatchRecorder, rows: list[Disp
             # Nothing already marked changes: a failed disconnect is not a failed send.
             logger.warning("%s: after_send failed: %s", messenger.alias, redact(str(exc)))
         recorder.flush()
+
+
+def envelope_for(dispatch: Dispatch, rendered: Rendered, info: MessageInfo) -> Envelope:
+    return Envelope(id=dispatch.pk, address=dispatch.address, rendered=rendered, attempt=dispatch.attempts,
+                    message=info, state=dispatch.result or {})
 
 
 def _send_message(batch: MessengerBase, recorder: BatchRecorder, dispatches: list[Dispatch]) -> None:
@@ -273,25 +256,26 @@ def _send_message(batch: MessengerBase, recorder: BatchRecorder, dispatches: lis
         for dispatch in dispatches:
             recorder.failed(dispatch, exc)
         return
+    info = MessageInfo(message.pk, message.message_type, message.context)
     ready = []
     for dispatch in dispatches:
         try:
-            dispatch.rendered = message_cls.render(message, dispatch)
+            rendered = message_cls.render(message, dispatch)
             if message.context.get(UNSUBSCRIBABLE):
-                dispatch.rendered.headers.update(links.unsubscribe_headers(dispatch))
+                rendered.headers.update(links.unsubscribe_headers(dispatch))
+            envelope = envelope_for(dispatch, rendered, info)
+            batch.check_text(envelope)
+        except PermanentError as exc:
+            recorder.failed(dispatch, exc)
         except Exception as exc:
             recorder.failed(dispatch, PermanentError(f"rendering failed: {type(exc).__name__}: {exc}"))
         else:
-            ready.append(dispatch)
+            ready.append(envelope)
     if not ready:
         return
+    raised: BaseException | None = None
     try:
-        batch.send(message_cls, message, ready)
+        batch.send(message_cls, info, ready)
     except Exception as exc:
-        for dispatch in ready:
-            if not recorder.is_marked(dispatch):
-                recorder.exception(dispatch, exc)
-    else:
-        for dispatch in ready:
-            if not recorder.is_marked(dispatch):
-                recorder.error(dispatch, "the messenger returned without marking this dispatch", None)
+        raised = exc
+    recorder.settle(ready, raised)

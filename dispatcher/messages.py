@@ -13,9 +13,12 @@ from django.template.loader import render_to_string
 from django.utils.functional import lazy
 from django.utils.html import strip_tags
 
-from messengers.base import Rendered
+from messengers.base import MessengerBase, Rendered
 
 from . import links
+
+#: Message context flag: the recipients are subscribers, so mails carry unsubscribe headers.
+UNSUBSCRIBABLE = "_unsubscribe"
 
 
 class MessageBase:
@@ -35,7 +38,12 @@ class MessageBase:
     #: Attempts before a dispatch is FAILED; None uses DISPATCHER_RETRY_LIMIT.
     send_retry_limit: ClassVar[int | None] = None
     allow_user_subscription: ClassVar[bool] = True
-    #: Aliases of the messengers this type may go through; None: any.
+    #: The capability a messenger needs to carry this type (``"email"``):
+    #: any messenger whose ``capabilities`` include it, under any alias.
+    requires: ClassVar[str | None] = None
+    #: Aliases of the messengers this type may go through; None: any. Kept
+    #: for django-sitemessage's form; prefer ``requires``, which does not
+    #: break when a messenger is configured twice (``smtp`` and ``smtp_bulk``).
     supported_messengers: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, context: dict[str, Any] | str | None = None, template_path: str | None = None):
@@ -50,8 +58,11 @@ class MessageBase:
         return cls.send_retry_limit or settings.DISPATCHER_RETRY_LIMIT
 
     @classmethod
-    def supports(cls, messenger_alias: str) -> bool:
-        return cls.supported_messengers is None or messenger_alias in cls.supported_messengers
+    def supports(cls, messenger: MessengerBase) -> bool:
+        """Whether this type can go through ``messenger`` (a registered messenger object)."""
+        if cls.requires is not None and cls.requires not in messenger.capabilities:
+            return False
+        return cls.supported_messengers is None or messenger.alias in cls.supported_messengers
 
     @classmethod
     def get_context(cls, message_model: Any, dispatch: Any) -> dict[str, Any]:
@@ -109,7 +120,7 @@ class EmailTextMessage(MessageBase):
 
     alias = "email_plain"
     title = "E-mail (text)"
-    supported_messengers = ("smtp", "postmark")
+    requires = "email"
 
     def __init__(self, subject: str, text_or_context: str | dict[str, Any], template_path: str | None = None):
         context = {"text": text_or_context} if isinstance(text_or_context, str) else dict(text_or_context)
@@ -125,7 +136,7 @@ class EmailHtmlMessage(MessageBase):
 
     alias = "email_html"
     title = "E-mail (HTML)"
-    supported_messengers = ("smtp", "postmark")
+    requires = "email"
 
     def __init__(self, subject: str, html_or_context: str | dict[str, Any], template_path: str | None = None):
         if isinstance(html_or_context, str):
@@ -162,7 +173,7 @@ class ModelEventMessage(MessageBase):
 
     def __init__(self, subject: str, text: str, model: str, action: str, object_id: str):
         super().__init__({"subject": subject, "text": text, "model": model, "action": action,
-                          "object_id": object_id, "_unsubscribe": True})
+                          "object_id": object_id, UNSUBSCRIBABLE: True})
 
 
 BUILTIN_MESSAGE_TYPES: list[type[MessageBase]] = [

@@ -57,6 +57,10 @@ class Dispatch(models.Model):
     claim_token = models.UUIDField(null=True, blank=True)
     dispatched_at = models.DateTimeField(null=True, blank=True)
     read_at = models.DateTimeField(null=True, blank=True)
+    #: What the messenger reported with the last outcome: the provider's ids
+    #: (tweet id, Twilio SID, Postmark MessageID, Telegram message ids) and,
+    #: after a partial failure, what a retry needs to resume without repeating.
+    result = models.JSONField(null=True, blank=True)
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -4,7 +4,7 @@
 the message's type. Users manage their own subscriptions on a preferences
 page; only pairs the page showed can change, and only pairs a user may
 subscribe to (``allow_user_subscription`` on both the message type and the
-messenger, and ``supported_messengers``) are accepted.
+messenger, and the type's ``requires``/``supported_messengers``) are accepted.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def user_may_subscribe(message_type: str, messenger: str) -> bool:
     return (
         type_cls.allow_user_subscription
         and messenger_obj.allow_user_subscription
-        and type_cls.supports(messenger)
+        and type_cls.supports(messenger_obj)
     )
 
 

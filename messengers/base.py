@@ -11,9 +11,11 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from .exceptions import InvalidAddress, MessengerError, PermanentError
+from .outcomes import FAILED, SENT, Outcomes
+from .redact import register_secret
 
 
 @dataclass
@@ -75,32 +77,13 @@ class Envelope:
         return self.rendered.text
 
 
-class OutcomeRecorder(Protocol):
-    def sent(self, dispatch: Any) -> None: ...
-
-    def error(self, dispatch: Any, error: BaseException | str, retry_after: float | None) -> None: ...
-
-    def failed(self, dispatch: Any, error: BaseException | str) -> None: ...
-
-
-class MemoryRecorder:
-    """Keeps outcomes in memory; used for test messages, which write nothing."""
-
-    def __init__(self) -> None:
-        self.outcomes: dict[int, tuple[str, BaseException | str | None, float | None]] = {}
-
-    def sent(self, dispatch: Any) -> None:
-        self.outcomes[id(dispatch)] = ("sent", None, None)
-
-    def error(self, dispatch: Any, error: BaseException | str, retry_after: float | None) -> None:
-        self.outcomes.setdefault(id(dispatch), ("error", error, retry_after))
-
-    def failed(self, dispatch: Any, error: BaseException | str) -> None:
-        self.outcomes.setdefault(id(dispatch), ("failed", error, None))
-
-
 class MessengerBase:
-    """Base class of every messenger, built-in or user-defined."""
+    """Base class of every messenger, built-in or user-defined.
+
+    A messenger knows a protocol and nothing of the database: ``send`` gets
+    :class:`Envelope` objects and reports each outcome with ``mark_*`` or by
+    raising (see :mod:`messengers.outcomes` for how the two combine).
+    """
 
     #: Registry key, used in ``recipients(alias, ...)`` and queue names.
     alias: str = ""
@@ -108,15 +91,30 @@ class MessengerBase:
     title: str = ""
     #: Whether users may subscribe to message types through this messenger.
     allow_user_subscription: bool = True
-    #: Longest text a single send accepts; longer texts are refused up front.
+    #: What this messenger can carry; message types name what they need
+    #: (``EmailHtmlMessage.requires = "email"``), so any alias of an email
+    #: messenger (``smtp``, ``smtp_bulk``, ...) takes email message types.
+    capabilities: frozenset[str] = frozenset({"text"})
+    #: Longest text a single send accepts, as counted by :meth:`text_length`;
+    #: longer texts are refused at scheduling, before anything is written.
     max_text_length: int | None = None
+    #: Whether a dispatch with an empty text is refused (FAILED) instead of sent.
+    requires_text: bool = False
+    #: Attributes holding secrets: whatever is assigned to them is masked in
+    #: every stored error text and log line (see :mod:`messengers.redact`).
+    secret_options: tuple[str, ...] = ()
 
-    _recorder: OutcomeRecorder | None = None
+    _recorder: Outcomes | None = None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self.secret_options and value:
+            register_secret(value)
+        super().__setattr__(name, value)
 
     def __str__(self) -> str:
         return self.title or self.alias
 
-    # -- addresses ---------------------------------------------------------------
+    # -- addresses and texts -------------------------------------------------------
     @classmethod
     def get_address(cls, recipient: Any) -> Any:
         """Turn a recipient (a user object or a raw address) into an address."""
@@ -131,11 +129,37 @@ class MessengerBase:
             )
         return str(address).strip()
 
+    def text_length(self, text: str) -> int:
+        """The length of ``text`` as the provider counts it against ``max_text_length``."""
+        return len(text)
+
+    def length_problem(self, text: str) -> str | None:
+        """Why ``text`` is too long for this messenger, or None.
+
+        Checked at scheduling (the caller gets a clear error and nothing is
+        written) and again per dispatch, for texts rendered per recipient.
+        """
+        if self.max_text_length is not None:
+            length = self.text_length(text)
+            if length > self.max_text_length:
+                return (f"{self.alias}: the text is {length} characters; "
+                        f"it takes at most {self.max_text_length}")
+        return None
+
+    def check_text(self, envelope: Envelope) -> None:
+        """Raise :class:`PermanentError` for a text this messenger cannot send."""
+        text = envelope.rendered.text or ""
+        if self.requires_text and not text.strip():
+            raise PermanentError(f"{self.alias}: the message text is empty")
+        problem = self.length_problem(text)
+        if problem:
+            raise PermanentError(problem)
+
     # -- batch lifecycle ---------------------------------------------------------
-    def for_batch(self, recorder: OutcomeRecorder) -> MessengerBase:
+    def for_batch(self, recorder: Outcomes) -> MessengerBase:
         """A copy of this messenger that reports outcomes to ``recorder``."""
         clone = copy.copy(self)
-        clone._recorder = recorder
+        object.__setattr__(clone, "_recorder", recorder)
         return clone
 
     def before_send(self) -> None:
@@ -144,12 +168,12 @@ class MessengerBase:
     def after_send(self) -> None:
         """Cool down (disconnect) after a batch; always called, even after errors."""
 
-    def send(self, message_cls: Any, message_model: Any, dispatch_models: Sequence[Any]) -> None:
-        """Send ``message_model`` to each dispatch, and mark each one."""
+    def send(self, message_cls: Any, message_model: MessageInfo, dispatch_models: Sequence[Envelope]) -> None:
+        """Send the message to each envelope, and mark each one (or raise)."""
         raise NotImplementedError(f"{type(self).__name__} must implement send()")
 
     # -- outcomes ----------------------------------------------------------------
-    def _require_recorder(self) -> OutcomeRecorder:
+    def _require_recorder(self) -> Outcomes:
         if self._recorder is None:
             raise RuntimeError(
                 "mark_sent()/mark_error()/mark_failed() are called by send() during a batch "
@@ -157,53 +181,75 @@ class MessengerBase:
             )
         return self._recorder
 
-    def mark_sent(self, dispatch: Any) -> None:
-        self._require_recorder().sent(dispatch)
+    def mark_sent(self, dispatch: Envelope, result: Mapping[str, Any] | None = None) -> None:
+        """Record a success, with what the provider answered worth keeping (ids)."""
+        self._require_recorder().sent(dispatch, result)
 
     def mark_error(
-        self, dispatch: Any, error: BaseException | str, retry_after: float | None = None
+        self,
+        dispatch: Envelope,
+        error: BaseException | str,
+        message_cls: Any = None,
+        *,
+        retry_after: float | None = None,
+        result: Mapping[str, Any] | None = None,
     ) -> None:
-        """Record a temporary failure: the dispatch is retried later."""
-        if retry_after is None and isinstance(error, MessengerError):
-            retry_after = error.retry_after
-        self._require_recorder().error(dispatch, error, retry_after)
+        """Record a temporary failure: the dispatch is retried later.
 
-    def mark_failed(self, dispatch: Any, error: BaseException | str) -> None:
+        ``message_cls`` is accepted for django-sitemessage's
+        ``mark_error(dispatch, error_log, message_cls)`` and not needed here;
+        a number in its place is taken as ``retry_after``, as this method
+        once took it positionally.
+        """
+        numeric = isinstance(message_cls, (int, float)) and not isinstance(message_cls, bool)
+        if retry_after is None and numeric:
+            retry_after = float(message_cls)
+        self._require_recorder().error(dispatch, error, retry_after, result)
+
+    def mark_failed(
+        self, dispatch: Envelope, error: BaseException | str, message_cls: Any = None,
+        *, result: Mapping[str, Any] | None = None,
+    ) -> None:
         """Record a permanent failure: the dispatch is not retried."""
-        self._require_recorder().failed(dispatch, error)
+        self._require_recorder().failed(dispatch, error, result)
 
-    def mark_exception(self, dispatch: Any, error: BaseException) -> None:
+    def mark_exception(
+        self, dispatch: Envelope, error: BaseException, *, result: Mapping[str, Any] | None = None
+    ) -> None:
         """Mark by the error's class: permanent errors fail, all others are retried."""
-        if isinstance(error, PermanentError):
-            self.mark_failed(dispatch, error)
-        else:
-            self.mark_error(dispatch, error)
+        self._require_recorder().exception(dispatch, error, result)
 
-    # -- helpers -----------------------------------------------------------------
+    # -- test messages -----------------------------------------------------------
     def send_test_message(self, to: Any, text: str) -> None:
         """Send ``text`` to ``to`` right now, bypassing the queue and the database.
 
-        Raises the transport's error if the message could not be sent.
+        Raises the transport's error if the message could not be sent. A
+        messenger written for django-sitemessage implements ``_test_message``
+        instead of ``send``, and that is what is called.
         """
-        from dispatcher.messages import PlainTextMessage
-        from dispatcher.models import Dispatch, Message
+        self._test_message(to, text)
 
+    def _test_message(self, to: Any, text: str) -> None:
         address = self.validate_address(self.get_address(to))
-        message = Message(message_type=PlainTextMessage.alias, context={"text": text})
-        dispatch = Dispatch(message=message, messenger=self.alias, address=address)
-        dispatch.rendered = Rendered(subject=text[:78], text=text)
-        recorder = MemoryRecorder()
+        envelope = Envelope(id=None, address=address, rendered=Rendered(subject=text[:78], text=text),
+                            message=MessageInfo(None, "plain", {"text": text}))
+        recorder = Outcomes()
         batch = self.for_batch(recorder)
+        raised: BaseException | None = None
         try:
             batch.before_send()
-            batch.send(PlainTextMessage, message, [dispatch])
+            batch.check_text(envelope)
+            batch.send(None, envelope.message, [envelope])
+        except Exception as exc:
+            raised = exc
         finally:
             batch.after_send()
-        status, error, _ = recorder.outcomes.get(id(dispatch), ("error", "not marked", None))
-        if status == "sent":
+        recorder.settle([envelope], raised)
+        outcome = recorder.get(envelope)
+        assert outcome is not None
+        if outcome.status == SENT:
             return
-        if isinstance(error, BaseException):
-            raise error
-        cls = PermanentError if status == "failed" else MessengerError
-        raise cls(str(error))
-
+        if isinstance(outcome.error, BaseException):
+            raise outcome.error
+        cls = PermanentError if outcome.status == FAILED else MessengerError
+        raise cls(str(outcome.error))

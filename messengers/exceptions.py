@@ -12,13 +12,22 @@ class MessengerError(Exception):
 
     permanent = False
 
-    def __init__(self, message: str = "", *, retry_after: float | None = None):
+    def __init__(
+        self, message: str = "", *, retry_after: float | None = None, result: dict | None = None
+    ):
         super().__init__(message)
         self.retry_after = retry_after
+        #: Stored on the dispatch with this outcome: what a later attempt needs
+        #: to resume (say, the parts of a split text already delivered).
+        self.result = result
 
 
 class TemporaryError(MessengerError):
     """The send may succeed later: connection trouble, rate limits, 4xx SMTP replies."""
+
+
+class RateLimited(TemporaryError):
+    """The provider asked us to slow down: the rest of the batch waits as well."""
 
 
 class PermanentError(MessengerError):

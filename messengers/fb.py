@@ -16,10 +16,10 @@ from typing import Any
 
 import requests
 
+from .base import Envelope
+from .exceptions import InvalidAddress, MessengerError, PermanentError, RateLimited, TemporaryError
+from .http import Call, HTTPMessenger
 from .redact import redact, register_secret
-
-from .exceptions import InvalidAddress, MessengerError, PermanentError, TemporaryError
-from .http import HTTPMessenger, RateLimited, json_body
 
 DEFAULT_API_VERSION = "v21.0"
 TEMPORARY_CODES = {1, 2}
@@ -54,6 +54,8 @@ class FacebookMessenger(HTTPMessenger):
     title = "Facebook"
     api_base = "https://graph.facebook.com"
     address_attribute = "facebook_page_id"
+    requires_text = True
+    secret_options = ("page_access_token", "app_secret")
 
     def __init__(
         self,
@@ -66,7 +68,6 @@ class FacebookMessenger(HTTPMessenger):
         **http_options: Any,
     ) -> None:
         super().__init__(**http_options)
-        register_secret(page_access_token, app_secret)
         self.page_access_token = page_access_token
         self.page_id = page_id or "me"
         self.api_version = api_version
@@ -79,21 +80,19 @@ class FacebookMessenger(HTTPMessenger):
             raise InvalidAddress(f"fb: {address!r} is not a page id")
         return address
 
-    def graph(self, method: str, path: str, what: str, **kwargs: Any) -> Any:
-        """Call the Graph API; return the JSON body or raise the mapped error."""
-        response = self.request(method, f"{self.api_version}/{path.lstrip('/')}", what=what, **kwargs)
-        body = json_body(response)
+    def url(self, path: str) -> str:
+        return super().url(f"{self.api_version}/{path.lstrip('/')}")
+
+    def error_for(self, response: requests.Response, body: Any, what: str) -> MessengerError | None:
         error = body.get("error") if isinstance(body, dict) else None
         if isinstance(error, dict):
-            raise self.api_error(error, response, what)
+            return self.graph_error(error, response, what)
         failure = self.http_error(response, what)
-        if failure:
-            raise failure
-        if not isinstance(body, dict):
-            raise TemporaryError(f"fb {what}: HTTP {response.status_code}, not JSON")
-        return body
+        if failure is None and not isinstance(body, dict):
+            return TemporaryError(f"fb {what}: HTTP {response.status_code}, not JSON")
+        return failure
 
-    def api_error(self, error: dict[str, Any], response: requests.Response, what: str) -> MessengerError:
+    def graph_error(self, error: dict[str, Any], response: requests.Response, what: str) -> MessengerError:
         code = error.get("code")
         subcode = error.get("error_subcode")
         reason = redact(f"error {code}" + (f"/{subcode}" if subcode else "")
@@ -110,18 +109,19 @@ class FacebookMessenger(HTTPMessenger):
             return PermanentError(text)
         return self.http_error(response, what, reason) or PermanentError(text)
 
-    def send_dispatch(self, message_cls: Any, message_model: Any, dispatch: Any) -> None:
-        text = (dispatch.rendered.text or "").strip()
-        if not text:
-            raise PermanentError("fb: the message text is empty")
-        page = dispatch.address or self.page_id
+    def build_request(self, envelope: Envelope) -> Call:
+        text = (envelope.rendered.text or "").strip()
+        page = envelope.address or self.page_id
         data = {"link": text} if _URL.fullmatch(text) else {"message": text}
         data["access_token"] = self.page_access_token  # in the body, never in the URL
         if self.app_secret:
             data["appsecret_proof"] = hmac.new(
                 self.app_secret.encode(), self.page_access_token.encode(), hashlib.sha256
             ).hexdigest()
-        self.graph("POST", f"{page}/feed", f"POST /{page}/feed", data=data)
+        return Call("POST", f"{page}/feed", f"POST /{page}/feed", {"data": data})
+
+    def read_result(self, body: Any) -> dict[str, Any] | None:
+        return {"post_id": body.get("id")} if isinstance(body, dict) and body.get("id") else None
 
 
 def get_page_tokens(
@@ -137,14 +137,14 @@ def get_page_tokens(
     client = FacebookMessenger("", **options)
     client.open()
     try:
-        exchanged = client.graph("GET", "oauth/access_token", "token exchange", params={
+        exchanged = client.call("GET", "oauth/access_token", what="token exchange", params={
             "grant_type": "fb_exchange_token", "client_id": app_id,
             "client_secret": app_secret, "fb_exchange_token": user_token,
         })
         long_lived = exchanged["access_token"]
         register_secret(long_lived)
         pages: list[dict[str, Any]] = []
-        body = client.graph("GET", "me/accounts", "GET /me/accounts", params={"access_token": long_lived})
+        body = client.call("GET", "me/accounts", what="GET /me/accounts", params={"access_token": long_lived})
         while True:
             for page in body.get("data") or []:
                 register_secret(page.get("access_token"))
@@ -152,9 +152,6 @@ def get_page_tokens(
             next_url = (body.get("paging") or {}).get("next")
             if not next_url:
                 return pages
-            response = client.request("GET", next_url, what="GET /me/accounts (next page)")
-            body = json_body(response) or {}
-            if "error" in body or response.status_code != 200:
-                raise client.api_error(body.get("error") or {}, response, "GET /me/accounts (next page)")
+            body = client.call("GET", next_url, what="GET /me/accounts (next page)")
     finally:
         client.close()

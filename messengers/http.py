@@ -16,8 +16,8 @@ django-anymail's provider layer):
 - mapping of transport failures and HTTP answers to ``TemporaryError``
   (with ``retry_after``) and ``PermanentError``; a rate-limit answer defers the
   rest of the batch too, instead of hammering a provider that asked us to wait;
-- secrets kept out of texts: every messenger registers its secrets with
-  :func:`messengers.redact.register_secret`, error texts name an endpoint, never
+- secrets kept out of texts: a messenger names its secret attributes in
+  ``secret_options`` (registered with :mod:`messengers.redact` when set), error texts name an endpoint, never
   a full URL, and log records of urllib3/oauthlib (which print URLs and
   Authorization headers at DEBUG) are redacted.
 """
@@ -29,15 +29,20 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 from urllib.parse import unquote
 
 import requests
 
+from .base import Envelope, MessengerBase
+from .exceptions import (
+    MessengerConfigurationError,
+    MessengerError,
+    PermanentError,
+    RateLimited,
+    TemporaryError,
+)
 from .redact import redact, register_secret
-
-from .base import MessengerBase
-from .exceptions import MessengerConfigurationError, MessengerError, PermanentError, TemporaryError
 
 logger = logging.getLogger("messengers.http")
 
@@ -45,10 +50,6 @@ ProxyValue: TypeAlias = Mapping[str, str] | str | None
 ProxySpec: TypeAlias = ProxyValue | Callable[[], ProxyValue]
 
 PROXY_SCHEMES = ("http", "https", "socks5", "socks5h", "socks4", "socks4a")
-
-
-class RateLimited(TemporaryError):
-    """The provider asked us to slow down: the rest of the batch waits as well."""
 
 
 class _RedactingFilter(logging.Filter):
@@ -152,11 +153,31 @@ def _cause(exc: BaseException) -> str:
     return f"{type(reason).__name__}: {text}".strip()
 
 
+class Call(NamedTuple):
+    """One request to a provider: ``path`` is joined to ``api_base`` unless it
+    is a full URL; ``what`` names it in error texts (never the URL, which may
+    hold a token)."""
+
+    method: str
+    path: str
+    what: str
+    options: dict[str, Any] = {}
+
+
 class HTTPMessenger(MessengerBase):
     """Base of the messengers that speak HTTP.
 
-    Subclasses set ``api_base`` and implement :meth:`send_dispatch`, which sends
-    one dispatch and raises ``TemporaryError``/``PermanentError`` when it fails.
+    A provider says only what is particular to it, with three hooks:
+
+    - :meth:`build_request`: the :class:`Call` that sends one envelope;
+    - :meth:`error_for`: the error a response stands for (``None`` when it is
+      a success), as ``TemporaryError``, ``RateLimited`` or ``PermanentError``;
+    - :meth:`read_result`: what of a successful answer is kept on the
+      dispatch (the provider's message id).
+
+    A provider whose send takes several requests (Telegram's split texts, X's
+    direct messages) overrides :meth:`send_envelope` and makes each request
+    with :meth:`call`, which applies ``error_for`` the same way.
     """
 
     #: Default root of the provider's API; ``api_base=`` overrides it.
@@ -291,35 +312,60 @@ class HTTPMessenger(MessengerBase):
             return TemporaryError(f"{text} (the proxy {proxy} refused our credentials)")
         return PermanentError(text)
 
-    # -- sending -----------------------------------------------------------------
-    def send_dispatch(self, message_cls: Any, message_model: Any, dispatch: Any) -> None:
-        """Send one dispatch; return when sent, raise a MessengerError when not."""
-        raise NotImplementedError(f"{type(self).__name__} must implement send_dispatch()")
+    # -- the provider's hooks -----------------------------------------------------
+    def build_request(self, envelope: Envelope) -> Call:
+        """The request that sends ``envelope``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement build_request()")
 
-    def throttle_key(self, dispatch: Any) -> Any:
+    def error_for(self, response: requests.Response, body: Any, what: str) -> MessengerError | None:
+        """The error ``response`` (its JSON ``body`` decoded, or None) stands
+        for, or None when it is a success. By default, by HTTP status alone."""
+        return self.http_error(response, what)
+
+    def read_result(self, body: Any) -> dict[str, Any] | None:
+        """What of a successful answer to keep on the dispatch (``Dispatch.result``)."""
+        return None
+
+    # -- sending -----------------------------------------------------------------
+    def call(self, method: str, path: str, *, what: str, **options: Any) -> Any:
+        """Make one request; return its decoded JSON body (None if it has none),
+        or raise the error :meth:`error_for` finds in the answer."""
+        response = self.request(method, path, what=what, **options)
+        body = json_body(response)
+        error = self.error_for(response, body, what)
+        if error is not None:
+            raise error
+        return body
+
+    def send_envelope(self, envelope: Envelope) -> dict[str, Any] | None:
+        """Send one envelope; return the result to keep, raise a MessengerError when not sent."""
+        request = self.build_request(envelope)
+        return self.read_result(self.call(request.method, request.path, what=request.what, **request.options))
+
+    def throttle_key(self, envelope: Envelope) -> Any:
         """What a rate limit applies to: the whole provider account by default."""
         return None
 
-    def send(self, message_cls: Any, message_model: Any, dispatch_models: Sequence[Any]) -> None:
+    def send(self, message_cls: Any, message_model: Any, dispatch_models: Sequence[Envelope]) -> None:
         if self._throttled is None:
             self._throttled = {}
         for dispatch in dispatch_models:
             key = self.throttle_key(dispatch)
             wait = self._throttled.get(key, 0.0) - time.monotonic()
             if wait > 0:
-                self.mark_error(dispatch, RateLimited(
+                self.mark_exception(dispatch, RateLimited(
                     f"{self.alias}: not tried, the provider asked to wait {wait:.0f}s", retry_after=wait
                 ))
                 continue
             try:
-                self.send_dispatch(message_cls, message_model, dispatch)
+                result = self.send_envelope(dispatch)
             except RateLimited as exc:
                 self._throttled[key] = time.monotonic() + (exc.retry_after or 0.0)
-                self.mark_error(dispatch, exc)
+                self.mark_exception(dispatch, exc)
             except MessengerError as exc:
                 self.mark_exception(dispatch, exc)
             except Exception as exc:  # a bug or an unexpected answer: retried, text kept
                 logger.warning("%s: unexpected %s: %s", self.alias, type(exc).__name__, redact(str(exc)))
-                self.mark_error(dispatch, exc)
+                self.mark_exception(dispatch, exc)
             else:
-                self.mark_sent(dispatch)
+                self.mark_sent(dispatch, result)

@@ -9,10 +9,10 @@ from __future__ import annotations
 from email.utils import parseaddr
 from typing import Any
 
-from .redact import redact, register_secret
-
-from .exceptions import InvalidAddress, PermanentError, TemporaryError
-from .http import HTTPMessenger, json_body
+from .base import Envelope
+from .exceptions import InvalidAddress, MessengerError, PermanentError, TemporaryError
+from .http import Call, HTTPMessenger
+from .redact import redact
 
 INACTIVE_RECIPIENT = 406
 #: Postmark ErrorCodes that clear up by themselves (100: maintenance).
@@ -26,6 +26,8 @@ class PostmarkMessenger(HTTPMessenger):
     title = "E-mail (Postmark)"
     api_base = "https://api.postmarkapp.com"
     address_attribute = "email"
+    capabilities = frozenset({"text", "email"})
+    secret_options = ("server_token",)
 
     def __init__(
         self,
@@ -37,7 +39,6 @@ class PostmarkMessenger(HTTPMessenger):
         **http_options: Any,
     ) -> None:
         super().__init__(**http_options)
-        register_secret(server_token)
         self.server_token = server_token
         self.from_email = from_email
         self.message_stream = message_stream
@@ -70,30 +71,31 @@ class PostmarkMessenger(HTTPMessenger):
             payload["Metadata"] = {"dispatch_id": str(dispatch.pk)}
         return payload
 
-    def send_dispatch(self, message_cls: Any, message_model: Any, dispatch: Any) -> None:
-        what = f"e-mail to {dispatch.address}"
-        response = self.request(
-            "POST", "email", what=what, json=self.build(dispatch),
-            headers={"Accept": "application/json", "X-Postmark-Server-Token": self.server_token},
-        )
-        body = json_body(response)
+    def build_request(self, envelope: Envelope) -> Call:
+        headers = {"Accept": "application/json", "X-Postmark-Server-Token": self.server_token}
+        return Call("POST", "email", f"e-mail to {envelope.address}",
+                    {"json": self.build(envelope), "headers": headers})
+
+    def error_for(self, response: Any, body: Any, what: str) -> MessengerError | None:
         body = body if isinstance(body, dict) else {}
         code = body.get("ErrorCode")
         detail = redact(f"ErrorCode {code}: {body.get('Message', '')}") if code is not None else ""
         if response.status_code == 200 and code == 0:
-            return
+            return None
         if response.status_code == 401:
-            raise PermanentError(f"postmark {what}: {detail or 'HTTP 401'} (the server token was rejected)")
+            return PermanentError(f"postmark {what}: {detail or 'HTTP 401'} (the server token was rejected)")
         if response.status_code == 422:
             if code == INACTIVE_RECIPIENT:
-                raise PermanentError(
+                return PermanentError(
                     f"postmark {what}: {detail} (the address bounced or complained before: "
                     "reactivate it in Postmark's suppressions to send again)"
                 )
             if code in TEMPORARY_CODES:
-                raise TemporaryError(f"postmark {what}: {detail}")
-            raise PermanentError(f"postmark {what}: {detail or 'HTTP 422'}")
-        error = self.http_error(response, what, detail)
-        if error:
-            raise error
-        raise TemporaryError(f"postmark {what}: HTTP {response.status_code}, unexpected answer {detail}")
+                return TemporaryError(f"postmark {what}: {detail}")
+            return PermanentError(f"postmark {what}: {detail or 'HTTP 422'}")
+        return self.http_error(response, what, detail) or TemporaryError(
+            f"postmark {what}: HTTP {response.status_code}, unexpected answer {detail}"
+        )
+
+    def read_result(self, body: Any) -> dict[str, Any] | None:
+        return {"message_id": body.get("MessageID")} if isinstance(body, dict) else None

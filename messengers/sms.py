@@ -10,10 +10,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .redact import redact, register_secret
-
-from .exceptions import InvalidAddress, MessengerConfigurationError, PermanentError
-from .http import HTTPMessenger, RateLimited, json_body, retry_after_header
+from .base import Envelope
+from .exceptions import (
+    InvalidAddress,
+    MessengerConfigurationError,
+    MessengerError,
+    PermanentError,
+    RateLimited,
+)
+from .http import Call, HTTPMessenger, retry_after_header
+from .redact import redact
 
 E164 = re.compile(r"\+[1-9]\d{1,14}")
 MAX_BODY = 1600
@@ -32,6 +38,9 @@ class TwilioSMSMessenger(HTTPMessenger):
     title = "SMS"
     api_base = "https://api.twilio.com"
     address_attribute = "phone"
+    requires_text = True
+    max_text_length = MAX_BODY
+    secret_options = ("auth_token",)
 
     def __init__(
         self,
@@ -46,7 +55,6 @@ class TwilioSMSMessenger(HTTPMessenger):
         super().__init__(**http_options)
         if not from_number and not messaging_service_sid:
             raise MessengerConfigurationError("sms: give from_number or messaging_service_sid")
-        register_secret(auth_token)
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.from_number = from_number
@@ -59,34 +67,31 @@ class TwilioSMSMessenger(HTTPMessenger):
             raise InvalidAddress(f"sms: {address!r} is not an E.164 phone number (like +4915112345678)")
         return address
 
-    def send_dispatch(self, message_cls: Any, message_model: Any, dispatch: Any) -> None:
-        text = (dispatch.rendered.text or "").strip()
-        if not text:
-            raise PermanentError("sms: the message text is empty")
-        if len(text) > MAX_BODY:
-            raise PermanentError(f"sms: the text is {len(text)} characters, Twilio takes at most {MAX_BODY}")
-        data = {"To": dispatch.address, "Body": text}
+    def build_request(self, envelope: Envelope) -> Call:
+        data = {"To": envelope.address, "Body": (envelope.rendered.text or "").strip()}
         if self.messaging_service_sid:
             data["MessagingServiceSid"] = self.messaging_service_sid
         if self.from_number:
             data["From"] = self.from_number
         if self.status_callback:
             data["StatusCallback"] = self.status_callback
-        what = f"message to {dispatch.address}"
-        response = self.request(
-            "POST", f"2010-04-01/Accounts/{self.account_sid}/Messages.json",
-            what=what, data=data, auth=(self.account_sid, self.auth_token),
-        )
-        body = json_body(response)
+        auth = (self.account_sid, self.auth_token)
+        return Call("POST", f"2010-04-01/Accounts/{self.account_sid}/Messages.json",
+                    f"message to {envelope.address}", {"data": data, "auth": auth})
+
+    def error_for(self, response: Any, body: Any, what: str) -> MessengerError | None:
+        if response.status_code < 300:
+            return None
         body = body if isinstance(body, dict) else {}
         code = body.get("code")
         detail = redact(f"error {code}: {body.get('message', '')}") if code else ""
-        if response.status_code < 300:
-            return
         if code in TEMPORARY_CODES:
-            raise RateLimited(f"sms {what}: {detail}", retry_after=retry_after_header(response))
-        error = self.http_error(response, what, detail)
-        if error:
-            if response.status_code == 401:
-                raise PermanentError(f"sms {what}: {detail or 'HTTP 401'} (account SID or token rejected)")
-            raise error
+            return RateLimited(f"sms {what}: {detail}", retry_after=retry_after_header(response))
+        if response.status_code == 401:
+            return PermanentError(f"sms {what}: {detail or 'HTTP 401'} (account SID or token rejected)")
+        return self.http_error(response, what, detail)
+
+    def read_result(self, body: Any) -> dict[str, Any] | None:
+        if not isinstance(body, dict):
+            return None
+        return {"sid": body.get("sid"), "status": body.get("status")}

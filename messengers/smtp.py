@@ -126,6 +126,7 @@ class SMTPMessenger(MessengerBase):
 
     alias = "smtp"
     title = "E-mail"
+    capabilities = frozenset({"text", "email"})
 
     def __init__(
         self,

@@ -12,10 +12,10 @@ from typing import Any
 
 from django.dispatch import Signal
 
-from .redact import redact, register_secret
-
-from .exceptions import InvalidAddress, MessengerError, PermanentError, TemporaryError
-from .http import HTTPMessenger, ProxySpec, RateLimited, json_body
+from .base import Envelope
+from .exceptions import InvalidAddress, MessengerError, PermanentError, RateLimited, TemporaryError
+from .http import HTTPMessenger, ProxySpec
+from .redact import redact
 
 logger = logging.getLogger("messengers.telegram")
 
@@ -25,7 +25,6 @@ logger = logging.getLogger("messengers.telegram")
 chat_migrated = Signal()
 
 MAX_LENGTH = 4096
-_PARTS_MARK = re.compile(r"\[telegram parts sent: (\d+)/(\d+)\]")
 _CHANNEL = re.compile(r"^@[A-Za-z][A-Za-z0-9_]{3,}$")
 
 
@@ -59,6 +58,10 @@ def split_text(text: str, limit: int = MAX_LENGTH) -> list[str]:
     return [part for part in parts if part.strip()]
 
 
+def _message_id(sent: Any) -> Any:
+    return sent.get("message_id") if isinstance(sent, dict) else None
+
+
 class ChatMigrated(Exception):
     def __init__(self, new_chat_id: int):
         super().__init__(new_chat_id)
@@ -69,13 +72,16 @@ class TelegramMessenger(HTTPMessenger):
     """Sends texts to Telegram chats, groups and channels as a bot.
 
     Texts longer than 4096 characters go as several messages; the dispatch is
-    sent once all of them are, and a retry resumes with the first part not sent.
+    sent once all of them are, and a retry resumes with the first part not
+    sent (the progress is kept in ``Dispatch.result``).
     """
 
     alias = "telegram"
     title = "Telegram"
     api_base = "https://api.telegram.org"
     address_attribute = "telegram_chat_id"
+    requires_text = True
+    secret_options = ("auth_token",)
 
     def __init__(
         self,
@@ -89,7 +95,6 @@ class TelegramMessenger(HTTPMessenger):
         **http_options: Any,
     ) -> None:
         super().__init__(proxy=proxy, **http_options)
-        register_secret(auth_token)
         self.auth_token = auth_token
         self.parse_mode = parse_mode
         self.link_preview_options = link_preview_options
@@ -106,22 +111,18 @@ class TelegramMessenger(HTTPMessenger):
         return address
 
     # -- the Bot API ---------------------------------------------------------------
-    def call(self, method: str, payload: dict[str, Any] | None = None, *, what: str = "") -> Any:
+    def bot(self, method: str, payload: dict[str, Any] | None = None, *, what: str = "") -> Any:
         """Call a Bot API method; return its ``result`` or raise the mapped error."""
-        what = what or method
-        response = self.request(
-            "POST", f"bot{self.auth_token}/{method}", what=what, json=payload or {}
-        )
-        body = json_body(response)
+        body = self.call("POST", f"bot{self.auth_token}/{method}", what=what or method, json=payload or {})
+        return body.get("result")
+
+    def error_for(self, response: Any, body: Any, what: str) -> Exception | None:  # type: ignore[override]
         if isinstance(body, dict) and body.get("ok") is True:
-            return body.get("result")
+            return None
         if not isinstance(body, dict):
             error = self.http_error(response, what)
-            raise error or TemporaryError(f"telegram {what}: HTTP {response.status_code}, not JSON")
-        raise self.api_error(body, response.status_code, what)
-
-    def api_error(self, body: dict[str, Any], status: int, what: str) -> Exception:
-        code = body.get("error_code", status)
+            return error or TemporaryError(f"telegram {what}: HTTP {response.status_code}, not JSON")
+        code = body.get("error_code", response.status_code)
         description = redact(str(body.get("description", "")))
         parameters = body.get("parameters") or {}
         text = f"telegram {what}: {code} {description}".strip()
@@ -147,37 +148,45 @@ class TelegramMessenger(HTTPMessenger):
         }
         return {key: value for key, value in options.items() if value is not None}
 
-    def send_dispatch(self, message_cls: Any, message_model: Any, dispatch: Any) -> None:
-        parts = split_text(dispatch.rendered.text or "")
-        if not parts:
-            raise PermanentError("telegram: the message text is empty")
-        address = str(dispatch.address)
+    def send_envelope(self, envelope: Envelope) -> dict[str, Any] | None:
+        parts = split_text(envelope.rendered.text or "")
+        address = str(envelope.address)
         chat_id: int | str = int(address) if address.lstrip("-").isdigit() else address
         chat_id = self.migrated_chats.get(chat_id, chat_id) if isinstance(chat_id, int) else chat_id
-        done = self.parts_already_sent(dispatch, len(parts))
-        for index in range(done, len(parts)):
+        state = envelope.state
+        resumable = len(parts) > 1 and state.get("parts_total") == len(parts)
+        message_ids: list[int] = list(state.get("message_ids") or []) if resumable else []
+        for index in range(len(message_ids), len(parts)):
             try:
-                chat_id = self.send_part(dispatch, chat_id, parts[index])
+                chat_id, message_id = self.send_part(envelope, chat_id, parts[index])
             except MessengerError as exc:
-                if index and len(parts) > 1:
-                    # Keep the progress with the error, so a retry does not repeat parts.
-                    exc.args = (f"{exc.args[0]} [telegram parts sent: {index}/{len(parts)}]",)
+                if message_ids:  # keep the progress, so a retry does not repeat parts
+                    exc.result = {"parts_total": len(parts), "message_ids": message_ids}
+                    exc.args = (f"{exc.args[0]} (after {len(message_ids)} of {len(parts)} parts)",)
                 raise
+            message_ids.append(message_id)
+        result: dict[str, Any] = {"message_ids": message_ids, "chat_id": chat_id}
+        if len(parts) > 1:
+            result["parts_total"] = len(parts)
+        if str(chat_id) != address:
+            result["migrated_from"] = address
+        return result
 
-    def send_part(self, dispatch: Any, chat_id: int | str, text: str) -> int | str:
-        """Send one message; follow a group's migration once. Returns the chat id used."""
+    def send_part(self, envelope: Envelope, chat_id: int | str, text: str) -> tuple[int | str, Any]:
+        """Send one message; follow a group's migration once. Returns the chat
+        id used and Telegram's id of the message."""
         payload = {"chat_id": chat_id, "text": text, **self.message_options()}
         try:
-            self.call("sendMessage", payload, what=f"sendMessage to {chat_id}")
-            return chat_id
+            sent = self.bot("sendMessage", payload, what=f"sendMessage to {chat_id}")
+            return chat_id, _message_id(sent)
         except ChatMigrated as migrated:
             new_id = migrated.new_chat_id
-        self.record_migration(dispatch, chat_id, new_id)
+        self.record_migration(envelope, chat_id, new_id)
         try:
-            self.call("sendMessage", {**payload, "chat_id": new_id}, what=f"sendMessage to {new_id}")
+            sent = self.bot("sendMessage", {**payload, "chat_id": new_id}, what=f"sendMessage to {new_id}")
         except ChatMigrated:
             raise PermanentError(f"telegram: chat {chat_id} migrated twice (to {new_id})") from None
-        return new_id
+        return new_id, _message_id(sent)
 
     def record_migration(self, dispatch: Any, old_id: int | str, new_id: int) -> None:
         logger.warning(
@@ -190,17 +199,6 @@ class TelegramMessenger(HTTPMessenger):
             self.migrated_chats[old_id] = new_id
         chat_migrated.send(sender=type(self), old_chat_id=old_id, new_chat_id=new_id, dispatch=dispatch)
 
-    @staticmethod
-    def parts_already_sent(dispatch: Any, total: int) -> int:
-        """Parts of a split text that an earlier attempt delivered (from its error text)."""
-        if total < 2 or not getattr(dispatch, "pk", None) or getattr(dispatch, "attempts", 0) < 2:
-            return 0
-        last = dispatch.errors.order_by("-id").values_list("text", flat=True).first()
-        found = _PARTS_MARK.search(last or "")
-        if found and int(found.group(2)) == total:
-            return int(found.group(1))
-        return 0
-
     # -- helpers -------------------------------------------------------------------
     def get_chat_ids(self) -> list[int]:
         """Ids of the chats that sent ``/start`` to the bot, from ``getUpdates``.
@@ -209,7 +207,7 @@ class TelegramMessenger(HTTPMessenger):
         queries) are skipped. Telegram keeps updates for 24 hours, and
         ``getUpdates`` fails while a webhook is set (409, raised as a TemporaryError).
         """
-        updates = self.call("getUpdates", {"allowed_updates": ["message"]}) or []
+        updates = self.bot("getUpdates", {"allowed_updates": ["message"]}) or []
         chat_ids: list[int] = []
         for update in updates:
             message = update.get("message") if isinstance(update, dict) else None

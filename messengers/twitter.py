@@ -14,10 +14,10 @@ from typing import Any
 import requests
 from requests_oauthlib import OAuth1
 
-from .redact import redact, register_secret
-
-from .exceptions import InvalidAddress, MessengerError, PermanentError
-from .http import HTTPMessenger, RateLimited, json_body
+from .base import Envelope
+from .exceptions import InvalidAddress, MessengerError, PermanentError, RateLimited
+from .http import HTTPMessenger
+from .redact import redact
 
 TWEET_LENGTH = 280
 DM_LENGTH = 10_000
@@ -37,15 +37,19 @@ def _detail(body: Any) -> str:
 class TwitterMessenger(HTTPMessenger):
     """Posts to X as the account whose access token is given.
 
-    Texts over 280 characters fail with the reason, unless ``truncate=True``
-    cuts them (ending with an ellipsis). Length is counted in characters; X
-    weighs some (CJK, emoji) double, and such a text may be refused by X.
+    Texts over 280 characters are refused at scheduling, unless
+    ``truncate=True`` cuts them (ending with an ellipsis). Length is counted
+    in characters; X weighs some (CJK, emoji) double, and such a text may be
+    refused by X.
     """
 
     alias = "twitter"
     title = "X (Twitter)"
     api_base = "https://api.x.com"
     address_attribute = "twitter_username"
+    requires_text = True
+    max_text_length: int | None = TWEET_LENGTH
+    secret_options = ("api_key", "api_secret", "access_token", "access_token_secret")
 
     def __init__(
         self,
@@ -59,10 +63,13 @@ class TwitterMessenger(HTTPMessenger):
         **http_options: Any,
     ) -> None:
         super().__init__(**http_options)
-        register_secret(api_key, api_secret, access_token, access_token_secret)
+        self.api_key, self.api_secret = api_key, api_secret
+        self.access_token, self.access_token_secret = access_token, access_token_secret
         self.auth = OAuth1(api_key, api_secret, access_token, access_token_secret)
         self.direct_messages = direct_messages
         self.truncate = truncate
+        self.limit = DM_LENGTH if direct_messages else TWEET_LENGTH
+        self.max_text_length = None if truncate else self.limit
 
     def validate_address(self, address: Any) -> str:
         address = super().validate_address(address).removeprefix("@")
@@ -70,15 +77,10 @@ class TwitterMessenger(HTTPMessenger):
             raise InvalidAddress(f"twitter: {address!r} is not an X username")
         return address
 
-    def api(self, method: str, path: str, what: str, **kwargs: Any) -> Any:
-        response = self.request(method, path, what=what, auth=self.auth, **kwargs)
-        body = json_body(response)
-        error = self.api_error(response, body, what)
-        if error:
-            raise error
-        return body
+    def request(self, method: str, path: str, *, what: str, **kwargs: Any) -> requests.Response:
+        return super().request(method, path, what=what, auth=self.auth, **kwargs)
 
-    def api_error(self, response: requests.Response, body: Any, what: str) -> MessengerError | None:
+    def error_for(self, response: requests.Response, body: Any, what: str) -> MessengerError | None:
         detail = _detail(body)
         if response.status_code == 429:
             reset = response.headers.get("x-rate-limit-reset", "")
@@ -102,22 +104,22 @@ class TwitterMessenger(HTTPMessenger):
             "(shorten it, or configure the messenger with truncate=True)"
         )
 
-    def send_dispatch(self, message_cls: Any, message_model: Any, dispatch: Any) -> None:
-        text = (dispatch.rendered.text or "").strip()
-        if not text:
-            raise PermanentError("twitter: the message text is empty")
-        username = dispatch.address
+    def send_envelope(self, envelope: Envelope) -> dict[str, Any] | None:
+        text = (envelope.rendered.text or "").strip()
+        username = envelope.address
         if username and self.direct_messages:
-            self.send_direct_message(username, self.fit(text, DM_LENGTH))
-            return
+            return self.send_direct_message(username, self.fit(text, DM_LENGTH))
         if username:
-            text = f"@{username} {text}"
-        self.api("POST", "2/tweets", "POST /2/tweets", json={"text": self.fit(text, TWEET_LENGTH)})
+            text = f"@{username} {text}"  # a reply mention counts against the limit too
+        tweet = {"text": self.fit(text, TWEET_LENGTH)}
+        body = self.call("POST", "2/tweets", what="POST /2/tweets", json=tweet)
+        return {"tweet_id": body["data"].get("id")}
 
-    def send_direct_message(self, username: str, text: str) -> None:
-        user = self.api("GET", f"2/users/by/username/{username}", f"user lookup of @{username}")
+    def send_direct_message(self, username: str, text: str) -> dict[str, Any]:
+        user = self.call("GET", f"2/users/by/username/{username}", what=f"user lookup of @{username}")
         participant = user["data"]["id"]
-        self.api(
+        body = self.call(
             "POST", f"2/dm_conversations/with/{participant}/messages",
-            f"direct message to @{username}", json={"text": text},
+            what=f"direct message to @{username}", json={"text": text},
         )
+        return {"dm_event_id": body["data"].get("dm_event_id"), "participant_id": participant}

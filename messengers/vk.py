@@ -10,10 +10,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .redact import redact, register_secret
-
-from .exceptions import InvalidAddress, MessengerError, PermanentError, TemporaryError
-from .http import HTTPMessenger, RateLimited, json_body
+from .base import Envelope
+from .exceptions import InvalidAddress, MessengerError, PermanentError, RateLimited, TemporaryError
+from .http import Call, HTTPMessenger
+from .redact import redact
 
 API_VERSION = "5.199"
 
@@ -36,6 +36,8 @@ class VKontakteMessenger(HTTPMessenger):
     title = "VK"
     api_base = "https://api.vk.ru/method/"
     address_attribute = "vk_owner_id"
+    requires_text = True
+    secret_options = ("access_token",)
 
     def __init__(
         self,
@@ -47,7 +49,6 @@ class VKontakteMessenger(HTTPMessenger):
         **http_options: Any,
     ) -> None:
         super().__init__(**http_options)
-        register_secret(access_token)
         self.access_token = access_token
         self.owner_id = str(owner_id) if owner_id not in (None, "") else ""
         self.from_group = from_group
@@ -61,19 +62,23 @@ class VKontakteMessenger(HTTPMessenger):
             raise InvalidAddress("vk: no owner id given, and the messenger has no owner_id configured")
         return address
 
-    def method(self, name: str, params: dict[str, Any], what: str) -> Any:
-        """Call an API method; VK reports errors as HTTP 200 with an ``error`` object."""
+    def method(self, name: str, params: dict[str, Any], what: str) -> Call:
+        """A call of an API method (the token in the body, never in the URL)."""
         data = {**params, "v": self.api_version, "access_token": self.access_token}
-        response = self.request("POST", name, what=what, data=data)
-        body = json_body(response)
+        return Call("POST", name, what, {"data": data})
+
+    def error_for(self, response: Any, body: Any, what: str) -> MessengerError | None:
+        # VK reports errors as HTTP 200 with an ``error`` object.
         if isinstance(body, dict) and isinstance(body.get("error"), dict):
-            raise self.api_error(body["error"], what)
+            return self.api_error(body["error"], what)
         failure = self.http_error(response, what)
-        if failure:
-            raise failure
-        if not isinstance(body, dict) or "response" not in body:
-            raise TemporaryError(f"vk {what}: HTTP {response.status_code} without a response")
-        return body["response"]
+        if failure is None and (not isinstance(body, dict) or "response" not in body):
+            return TemporaryError(f"vk {what}: HTTP {response.status_code} without a response")
+        return failure
+
+    def read_result(self, body: Any) -> dict[str, Any] | None:
+        response = body.get("response")
+        return {"post_id": response.get("post_id")} if isinstance(response, dict) else None
 
     def api_error(self, error: dict[str, Any], what: str) -> MessengerError:
         code = error.get("error_code")
@@ -91,13 +96,11 @@ class VKontakteMessenger(HTTPMessenger):
             return PermanentError(text)
         return PermanentError(text + " (not a code VK documents as temporary)")
 
-    def send_dispatch(self, message_cls: Any, message_model: Any, dispatch: Any) -> None:
-        text = (dispatch.rendered.text or "").strip()
-        if not text:
-            raise PermanentError("vk: the message text is empty")
-        owner_id = dispatch.address or self.owner_id
+    def build_request(self, envelope: Envelope) -> Call:
+        text = (envelope.rendered.text or "").strip()
+        owner_id = envelope.address or self.owner_id
         if not owner_id:
             raise PermanentError("vk: no wall owner id (address empty and no owner_id configured)")
         from_group = self.from_group if self.from_group is not None else owner_id.startswith("-")
         params = {"owner_id": owner_id, "from_group": int(from_group), "message": text}
-        self.method("wall.post", params, f"wall.post to {owner_id}")
+        return self.method("wall.post", params, f"wall.post to {owner_id}")

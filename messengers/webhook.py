@@ -24,10 +24,9 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from .redact import register_secret
-
-from .exceptions import InvalidAddress, MessengerConfigurationError, PermanentError
-from .http import HTTPMessenger
+from .base import Envelope, MessageInfo
+from .exceptions import InvalidAddress, MessengerConfigurationError, MessengerError, PermanentError
+from .http import Call, HTTPMessenger
 
 SIGNATURE_HEADER = "X-Dispatcher-Signature"
 TIMESTAMP_HEADER = "X-Dispatcher-Timestamp"
@@ -68,6 +67,7 @@ class WebhookMessenger(HTTPMessenger):
 
     alias = "webhook"
     title = "Webhook"
+    secret_options = ("secret",)
 
     def __init__(self, secret: str, url: str | None = None, **http_options: Any) -> None:
         super().__init__(**http_options)
@@ -75,7 +75,6 @@ class WebhookMessenger(HTTPMessenger):
             raise MessengerConfigurationError("webhook: a signing secret is required")
         if url and not _is_http_url(url):
             raise MessengerConfigurationError("webhook: url must be an http(s) URL")
-        register_secret(secret)
         self.secret = secret
         self.target_url = url
 
@@ -85,42 +84,42 @@ class WebhookMessenger(HTTPMessenger):
             raise InvalidAddress("webhook: the address must be an http(s) URL (no url= is configured)")
         return address
 
-    def endpoint(self, dispatch: Any) -> str:
-        return self.target_url or dispatch.address
+    def endpoint(self, envelope: Envelope) -> str:
+        return self.target_url or envelope.address
 
-    def throttle_key(self, dispatch: Any) -> Any:
-        return _origin(self.endpoint(dispatch))  # a 429 from one receiver holds back only that one
+    def throttle_key(self, envelope: Envelope) -> Any:
+        return _origin(self.endpoint(envelope))  # a 429 from one receiver holds back only that one
 
-    def payload(self, message_model: Any, dispatch: Any) -> dict[str, Any]:
-        rendered = dispatch.rendered
+    def payload(self, message: MessageInfo, envelope: Envelope) -> dict[str, Any]:
+        rendered = envelope.rendered
         return {
-            "dispatch_id": dispatch.pk,
-            "message_id": getattr(message_model, "pk", None),
-            "message_type": getattr(message_model, "message_type", None),
+            "dispatch_id": envelope.id,
+            "message_id": message.id,
+            "message_type": message.message_type or None,
             "messenger": self.alias,
-            "address": dispatch.address,
-            "attempt": getattr(dispatch, "attempts", None),
+            "address": envelope.address,
+            "attempt": envelope.attempt,
             "subject": rendered.subject,
             "text": rendered.text,
             "html": rendered.html,
         }
 
-    def send_dispatch(self, message_cls: Any, message_model: Any, dispatch: Any) -> None:
-        url = self.endpoint(dispatch)
-        body = json.dumps(self.payload(message_model, dispatch), separators=(",", ":")).encode()
+    def build_request(self, envelope: Envelope) -> Call:
+        url = self.endpoint(envelope)
+        body = json.dumps(self.payload(envelope.message, envelope), separators=(",", ":")).encode()
         timestamp = str(int(time.time()))
         headers = {
             "Content-Type": "application/json",
             TIMESTAMP_HEADER: timestamp,
             SIGNATURE_HEADER: sign(self.secret, timestamp, body),
-            DELIVERY_HEADER: str(dispatch.pk or ""),
+            DELIVERY_HEADER: str(envelope.id or ""),
         }
-        what = f"POST {_origin(url)}"
-        response = self.request("POST", url, what=what, data=body, headers=headers, allow_redirects=False)
+        return Call("POST", url, f"POST {_origin(url)}",
+                    {"data": body, "headers": headers, "allow_redirects": False})
+
+    def error_for(self, response: Any, body: Any, what: str) -> MessengerError | None:
         if 300 <= response.status_code < 400:
-            raise PermanentError(
+            return PermanentError(
                 f"webhook {what}: HTTP {response.status_code} redirect (configure the final URL)"
             )
-        error = self.http_error(response, what)
-        if error:
-            raise error
+        return self.http_error(response, what)

@@ -33,8 +33,6 @@ from slixmpp import ClientXMPP
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.jid import JID, InvalidJID
 
-from .redact import redact, register_secret
-
 from .base import MessengerBase
 from .exceptions import (
     InvalidAddress,
@@ -43,6 +41,7 @@ from .exceptions import (
     PermanentError,
     TemporaryError,
 )
+from .redact import redact, register_secret
 
 logger = logging.getLogger("messengers.xmpp")
 

@@ -45,3 +45,27 @@ class MyMessenger(MessengerBase):
             # For demonstration purposes we won't send a dispatch anywhere,
             # we'll just mark it as sent:
             self.mark_sent(dispatch_model)  # See also: self.mark_failed() and self.mark_error().
+
+
+class SitemessageStyleMessenger(MessengerBase):
+    """How django-sitemessage's own built-in messengers report outcomes:
+    ``mark_error(dispatch, error_log, message_cls)`` with three positional
+    arguments, and ``_test_message`` for ``send_test_message``."""
+
+    alias = 'sitestyle'
+    title = 'Sitemessage-style messenger'
+
+    def __init__(self):
+        self.tested = []
+
+    def _test_message(self, to, text):
+        self.tested.append((to, text))
+
+    def send(self, message_cls, message_model, dispatch_models):
+        for dispatch_model in dispatch_models:
+            try:
+                if dispatch_model.address.startswith('refuse'):
+                    raise RuntimeError('the remote end refused %s' % dispatch_model.address)
+                self.mark_sent(dispatch_model)
+            except Exception as e:
+                self.mark_error(dispatch_model, e, message_cls)

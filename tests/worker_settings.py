@@ -22,6 +22,7 @@ INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
 DISPATCHER_MESSENGERS = {
     **DISPATCHER_MESSENGERS,
     "mymessenger": {"class": "tests.seed_messenger.MyMessenger", "options": {}},
+    "sitestyle": {"class": "tests.seed_messenger.SitemessageStyleMessenger", "options": {}},
     "flaky": {"class": "tests.testapp.messengers.ScriptedMessenger", "options": {}},
     "broken_before": {"class": "tests.testapp.messengers.ScriptedMessenger",
                       "options": {"fail_in": "before_send"}},

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 
 from celery import current_app
 
-from ..publish import dispatch_queue
 from messengers.redact import redact
+
+from ..publish import dispatch_queue
 
 logger = logging.getLogger("dispatcher.dashboard")
 

@@ -6,10 +6,10 @@ from datetime import datetime
 import pytest
 from django.utils import timezone
 
-from messengers import redact
 from dispatcher.api import recipients, schedule_messages
 from dispatcher.delivery import deliver_batch
 from dispatcher.models import Dispatch, DispatchError
+from messengers import redact
 from tests.fakes.server import FakeServer
 
 

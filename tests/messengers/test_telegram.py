@@ -8,7 +8,7 @@ import pytest
 
 from dispatcher.api import recipients, register_messenger_objects
 from dispatcher.delivery import deliver_batch
-from dispatcher.models import Dispatch
+from dispatcher.models import Dispatch, DispatchError
 from messengers.exceptions import InvalidAddress, PermanentError
 from messengers.telegram import TelegramMessenger, chat_migrated, split_text
 from tests.fakes.server import Reply
@@ -93,8 +93,11 @@ def test_a_failed_part_is_retried_without_resending_the_parts_delivered(fake):
     fake.replies = [Reply(200, {"ok": True, "result": {"message_id": 1}}), flood(3)]
     [dispatch] = deliver("telegram", text, "42")
     assert dispatch.status == "error"
-    assert "[telegram parts sent: 1/3]" in errors(dispatch)[0].text
+    assert "(after 1 of 3 parts)" in errors(dispatch)[0].text
+    # The progress is kept on the dispatch, not parsed back out of the error text.
+    assert dispatch.result == {"parts_total": 3, "message_ids": [1]}
     assert 2 <= delay(dispatch) <= 3.5
+    DispatchError.objects.filter(dispatch=dispatch).update(text="rewritten by an operator")
 
     Dispatch.objects.filter(pk=dispatch.pk).update(next_attempt_at=dispatch.created)
     deliver_batch("telegram", [dispatch.pk])
@@ -103,6 +106,7 @@ def test_a_failed_part_is_retried_without_resending_the_parts_delivered(fake):
     expected = split_text(text)
     # The retry sent parts 2 and 3 only; part 1 was acknowledged by the scripted reply.
     assert [p["text"] for p in fake.sent] == expected[1:]
+    assert dispatch.result["parts_total"] == 3 and len(dispatch.result["message_ids"]) == 3
 
 
 def test_flood_wait_honours_retry_after_and_holds_back_the_rest_of_the_batch(fake):

@@ -6,7 +6,9 @@ import time
 
 import pytest
 
-from dispatcher.api import recipients, register_messenger_objects
+from dispatcher.api import recipients, register_messenger_objects, schedule_messages
+from dispatcher.exceptions import MessageTooLong
+from dispatcher.models import Dispatch, Message
 from messengers.exceptions import InvalidAddress
 from messengers.twitter import TwitterMessenger
 from tests.fakes.twitter import FakeX
@@ -73,10 +75,17 @@ def test_direct_message_to_an_unknown_user_fails(fake):
     assert "Could not find user with username: [nobody_here]" in errors(dispatch)[0].text
 
 
-def test_text_over_280_characters_fails_with_the_reason_and_is_not_sent(fake):
-    [dispatch] = deliver("twitter", "a" * 281, "")
+def test_text_over_280_characters_is_refused_at_scheduling_and_nothing_is_written(fake):
+    with pytest.raises(MessageTooLong, match="281 characters; messenger 'twitter' takes at most 280"):
+        schedule_messages("a" * 281, recipients("twitter", ""))
+    assert not Message.objects.exists() and not Dispatch.objects.exists()
+    assert fake.server.received == []
+
+
+def test_a_reply_mention_that_makes_the_text_too_long_fails_with_the_reason(fake):
+    [dispatch] = deliver("twitter", "a" * 275, "idlesign")  # "@idlesign " + 275 = 285
     assert dispatch.status == "failed"
-    assert "281 characters, X accepts at most 280" in errors(dispatch)[0].text
+    assert "285 characters, X accepts at most 280" in errors(dispatch)[0].text
     assert fake.server.received == []
 
 

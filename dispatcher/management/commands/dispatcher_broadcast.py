@@ -37,7 +37,7 @@ from django.db.models import Count
 from dispatcher.api import Recipient, recipients, schedule_messages
 from dispatcher.messages import EmailTextMessage, MessageBase, PlainTextMessage
 from dispatcher.models import Message
-from dispatcher.registry import get_registered_message_type
+from dispatcher.registry import get_registered_message_type, get_registered_messenger_object
 
 #: Message.idempotency_key holds 200 characters; ":<batch number>" follows the key.
 KEY_MAX = 180
@@ -157,7 +157,7 @@ class Command(BaseCommand):
         if not address:
             raise ValueError("empty address")
         [recipient] = recipients(messenger, address)
-        if not message.supports(messenger):
+        if not message.supports(get_registered_messenger_object(messenger)):
             raise ValueError(f"message type {message.alias!r} cannot be sent through {messenger!r}")
         return recipient
 

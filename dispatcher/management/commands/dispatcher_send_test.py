@@ -13,8 +13,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from dispatcher.api import get_registered_messenger_objects, send_test_message
 from dispatcher.exceptions import UnknownMessenger
-from messengers.redact import redact
 from messengers.exceptions import MessengerError
+from messengers.redact import redact
 
 DEFAULT_TEXT = "This is a test message from the dispatcher."
 
