@@ -47,6 +47,17 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 R = TypeVar("R", bound=tuple)
 
 
+def has_control_characters(text: str) -> bool:
+    """Whether ``text`` holds a control character, a line break included: it
+    cannot be one line of a header (a subject, an address)."""
+    return bool(_CONTROL.search(text) or _UNSTORABLE.search(text))
+
+
+def is_unstorable(text: str) -> bool:
+    """Whether ``text`` holds what no PostgreSQL text can (NUL, a lone surrogate)."""
+    return bool(_UNSTORABLE.search(text))
+
+
 def check_address(messenger: MessengerBase | str, address: Any) -> str:
     """The address as the messenger stores it, or :class:`InvalidAddress`.
 
@@ -59,7 +70,7 @@ def check_address(messenger: MessengerBase | str, address: Any) -> str:
         raise InvalidAddress(
             f"{messenger_obj.alias}: an address must be a string, not {type(address).__name__}"
         )
-    if _CONTROL.search(address) or _UNSTORABLE.search(address):
+    if has_control_characters(address):
         raise InvalidAddress(f"{messenger_obj.alias}: {address!r} holds control characters")
     if not address:
         raise InvalidAddress(f"{messenger_obj.alias}: the address is empty")
@@ -111,7 +122,7 @@ def check_idempotency_key(key: Any, message_count: int) -> None:
         return
     if not isinstance(key, str):
         raise InvalidIdempotencyKey(f"idempotency_key must be a string, not {type(key).__name__}")
-    if _UNSTORABLE.search(key) or _CONTROL.search(key):
+    if has_control_characters(key):
         raise InvalidIdempotencyKey("idempotency_key holds control characters")
     longest = len(key) + (len(f"#{message_count - 1}") if message_count > 1 else 0)
     if longest > IDEMPOTENCY_KEY_MAX_LENGTH:
@@ -148,7 +159,7 @@ def _unstorable(value: Any) -> bool:
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            if _UNSTORABLE.search(item):
+            if is_unstorable(item):
                 return True
         elif isinstance(item, dict):
             stack.extend(item.keys())
