@@ -364,6 +364,9 @@ def validate_subscription(subscription: ModelEventSubscription) -> None:
     """Refuse subscriptions to unwatched models, fields a notification may not
     show, templates that do not compile in the sandbox, unusable addresses,
     and recipients the model's permission hook refuses."""
+    if subscription.content_type_id is None:
+        # A form posted without one (the admin reports the field as well).
+        raise ValidationError("a subscription needs a model (content_type)")
     model = subscription.content_type.model_class()
     policy = _watched.get(label_of(model)) if model is not None else None
     if model is None or policy is None:
