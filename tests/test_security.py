@@ -250,7 +250,7 @@ def paths_for(m: Mounted, r: Route, w: SimpleNamespace) -> tuple[list[str], list
 
 # -- the requests ---------------------------------------------------------------------------------
 def body(kind: str) -> tuple[bytes | str, str]:
-    return {
+    bodies: dict[str, tuple[bytes | str, str]] = {
         "json": (json.dumps({"recipient": "bob", "subject": "hi", "body": "x", "pref": "newsletter:smtp"}),
                  "application/json"),
         "nested": ("[" * 50_000 + "]" * 50_000, "application/json"),
@@ -262,7 +262,8 @@ def body(kind: str) -> tuple[bytes | str, str]:
         "multipart": (b"--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx\r\n--b",
                       "multipart/form-data; boundary=b"),
         "garbage": (b"\xff\xfe\x00garbage{", "application/json"),
-    }[kind]
+    }
+    return bodies[kind]
 
 
 def client_for(user: Any) -> Client:
