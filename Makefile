@@ -22,6 +22,7 @@ run: migrate
 lint: install
 	$(PY) ruff check .
 	$(PY) mypy .
+	$(PY) pytest -q -p no:cacheprovider tests/test_architecture.py
 
 # The suite runs twice: on PostgreSQL + Redis (when reachable; required with
 # REQUIRE_SERVICES=1), and on the embedded defaults (SQLite + file broker).
@@ -31,7 +32,7 @@ test-services:
 	$(PY) pytest
 
 test-embedded:
-	DISPATCHER_TEST_PROFILE=embedded $(PY) pytest -m "not redis_broker"
+	DISPATCHER_TEST_PROFILE=embedded $(PY) pytest -m "not redis_broker and not postgresql"
 
 bench: install
 	$(PY) python -m bench

@@ -332,6 +332,8 @@ def main() -> int:
     parser.add_argument("--only", default=",".join(BENCHES), help="comma-separated: " + ", ".join(BENCHES))
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     args = parser.parse_args()
+    # Every benchmark writes its logs and sink files here; a fresh clone has no var/ yet.
+    (settings.VAR_DIR / "bench" / "logs").mkdir(parents=True, exist_ok=True)
     call_command("migrate", verbosity=0)
     results: dict[str, Any] = {}
     for name in args.only.split(","):

@@ -10,6 +10,8 @@ import os
 from celery import Celery, signals
 from kombu import Queue
 
+from dispatcher.queues import dispatch_queue
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("dispatcher", include=["tasks.delivery", "tasks.sweeps", "tasks.events"])
@@ -20,14 +22,12 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.CELERY_DB_REUSE_MAX = 10_000
 
 
-def dispatch_queue(alias: str) -> str:
-    return f"dispatch.{alias}"
-
-
 @signals.celeryd_init.connect
 def _declare_messenger_queues(conf, **kwargs):
     # Runs after django.setup() (the Django fixup imports the apps first) and
     # before the worker selects its queues, so registered messengers are known.
+    # The registry is imported here, not at the top: it reads settings, and
+    # this module is loaded while the settings themselves are.
     from dispatcher.registry import get_registered_messenger_objects
 
     default = conf.task_default_queue

@@ -172,6 +172,13 @@ DISPATCHER_BATCH_SIZE = env_int("DISPATCHER_BATCH_SIZE", 500)
 DISPATCHER_MIN_BATCH_SIZE = env_int("DISPATCHER_MIN_BATCH_SIZE", 20)
 DISPATCHER_FANOUT_TASKS = env_int("DISPATCHER_FANOUT_TASKS", 64)
 DISPATCHER_LEASE_SECONDS = env_int("DISPATCHER_LEASE_SECONDS", 300)
+# False for a site without Celery: nothing is published, and cron runs
+# `manage.py dispatcher_send_scheduled` to deliver in process.
+DISPATCHER_PUBLISH_TASKS = env_bool("DISPATCHER_PUBLISH_TASKS", True)
+# A deliver task that cannot reach the database retries every few seconds
+# (at most DISPATCHER_DB_RETRY_MAX apart) for DISPATCHER_DB_RETRY_FOR seconds.
+DISPATCHER_DB_RETRY_MAX = env_float("DISPATCHER_DB_RETRY_MAX", 2.0)
+DISPATCHER_DB_RETRY_FOR = env_float("DISPATCHER_DB_RETRY_FOR", 600.0)
 DISPATCHER_FLUSH_EVERY = env_int("DISPATCHER_FLUSH_EVERY", 20)
 DISPATCHER_FLUSH_SECONDS = env_float("DISPATCHER_FLUSH_SECONDS", 2.0)
 DISPATCHER_REQUEUE_AFTER = env_int("DISPATCHER_REQUEUE_AFTER", 300)
@@ -203,6 +210,10 @@ else:
         # has to exceed the longest batch (see CELERY_TASK_TIME_LIMIT).
         "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
     }
+    if CELERY_BROKER_URL.startswith(("amqp", "pyamqp")):
+        # Messages with a higher priority are served first (dispatcher.queues.broker_priority).
+        # Queues declared before this setting must be deleted once to take it.
+        CELERY_TASK_QUEUE_MAX_PRIORITY = 10
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -210,7 +221,14 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 600)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 540)
+# Only a cold shutdown (SIGQUIT, or a second SIGTERM) uses this: after it,
+# running batches get this many seconds before the worker exits. A warm
+# shutdown (SIGTERM) always waits for running batches (docs/deployment.md).
 CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env_float("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", 30.0)
+# A batch keeps running when the broker connection drops: cancelling it would
+# redeliver its task and resend what it already sent. Celery 6 changes the
+# default to True, so it is set here, not left to the default.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE = True
 CELERY_WORKER_SEND_TASK_EVENTS = True
 # Not task-sent events: they double the broker writes of a fan-out, and Flower

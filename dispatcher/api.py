@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, models, transaction
@@ -23,9 +24,8 @@ from .exceptions import (
     NotAMessage,
     UnknownMessageType,
 )
-from .inbox.api import Inbox, pm_broadcast, pm_write
 from .messages import UNSUBSCRIBABLE, MessageBase, PlainTextMessage
-from .models import Dispatch, Message
+from .models import Dispatch, Message, Subscription
 from .publish import publish
 from .registry import (
     get_registered_message_type,
@@ -35,7 +35,7 @@ from .registry import (
     register_message_types,
     register_messenger_objects,
 )
-from .subscriptions import subscribers
+from .scheduled import send_scheduled_messages
 from .validation import check_address, check_recipient, check_schedule
 
 __all__ = [
@@ -52,10 +52,25 @@ __all__ = [
     "register_messenger_objects",
     "retry_now",
     "schedule_messages",
+    "send_scheduled_messages",
     "send_test_message",
 ]
 
+if TYPE_CHECKING:  # for type checkers only; see __getattr__ below
+    from .inbox.api import Inbox, pm_broadcast, pm_write
+
 logger = logging.getLogger("dispatcher.api")
+
+#: Offered here for convenience, but loaded on first use: the private-messages
+#: app is built on this module, and the engine never imports it.
+_LAZY = {"Inbox": "dispatcher.inbox.api", "pm_write": "dispatcher.inbox.api",
+         "pm_broadcast": "dispatcher.inbox.api"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Recipient(NamedTuple):
@@ -155,7 +170,8 @@ def _normalize_recipients(recipients_: Any) -> list[Recipient]:
 def _subscribers(message: MessageBase) -> list[Recipient]:
     """The subscribers of the message's type, as recipients (one query)."""
     found = []
-    for alias, who in subscribers(message.alias):
+    subscriptions = Subscription.objects.filter(message_type=message.alias).select_related("recipient")
+    for alias, who in ((s.messenger, s.recipient if s.recipient_id else s.address) for s in subscriptions):
         try:
             found.extend(recipients(alias, who))
         except (LookupError, ValueError):
@@ -279,8 +295,11 @@ def _write(
             dispatches = create_dispatches(message, targets, due, queued_at, now)
             result.append((message, dispatches))
         if queued_at is not None:
-            pairs = [(d.messenger, d.pk) for _, ds in result for d in ds]
-            transaction.on_commit(lambda: publish(pairs))
+            by_priority: dict[int, list[tuple[str, int]]] = {}
+            for message, ds in result:
+                by_priority.setdefault(message.priority, []).extend((d.messenger, d.pk) for d in ds)
+            for level, pairs in sorted(by_priority.items(), reverse=True):
+                transaction.on_commit(lambda pairs=pairs, level=level: publish(pairs, priority=level))
     return result
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,8 +20,8 @@ from itertools import groupby
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Case, DateTimeField, F, JSONField, Value, When
+from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db.models import Case, DateTimeField, F, JSONField, Q, Value, When
 from django.utils import timezone
 
 from messengers.base import Envelope, MessageInfo, MessengerBase, Rendered
@@ -29,12 +30,32 @@ from messengers.outcomes import ERROR, FAILED, SENT, Outcome, Outcomes
 from messengers.redact import redact
 
 from . import links, signals
-from .exceptions import UnknownMessageType
+from .exceptions import DatabaseUnavailable, UnknownMessageType
 from .messages import UNSUBSCRIBABLE
 from .models import Dispatch, DispatchError, Message
+from .publish import publish
 from .registry import get_registered_message_type, get_registered_messenger_object
 
 logger = logging.getLogger("dispatcher.delivery")
+
+#: What a lost database connection raises (a restart, a failover, a network cut).
+DATABASE_ERRORS = (OperationalError, InterfaceError)
+#: Seconds before the lease ends when a batch stops trying to write its outcomes.
+LEASE_MARGIN = 10
+
+
+class OutcomesUnwritable(BaseException):  # noqa: N818 - a signal to stop, like GeneratorExit
+    """Raised from a mark (or a flush) when the database cannot take outcomes:
+    a ``BaseException``, so a messenger's ``except Exception`` cannot swallow
+    it and go on sending while nothing is recorded."""
+
+
+def _drop_connection() -> None:
+    """Close a connection that broke, so the next query opens a new one."""
+    try:
+        connection.close()
+    except DATABASE_ERRORS:
+        pass
 
 
 
@@ -73,6 +94,12 @@ class BatchRecorder(Outcomes):
         self.flush_seconds = settings.DISPATCHER_FLUSH_SECONDS
         self.last_flush = time.monotonic()
         self.result = BatchResult(claimed=len(dispatches))
+        #: Until when outcomes may still be written: the claim's lease.
+        self.deadline = time.monotonic() + settings.DISPATCHER_LEASE_SECONDS - LEASE_MARGIN
+        #: Set when an outcome write failed: the batch stops sending.
+        self.blocked = False
+        #: Ids handed to the messenger's send().
+        self.handed: set[int] = set()
 
     def record(self, dispatch: Any, outcome: Outcome) -> bool:
         if getattr(dispatch, "id", None) not in self.dispatches:
@@ -81,6 +108,8 @@ class BatchRecorder(Outcomes):
 
     def recorded(self, dispatch: Any, outcome: Outcome) -> None:
         self.unflushed[dispatch.id] = outcome
+        if self.blocked:
+            raise OutcomesUnwritable("the database cannot take outcomes")
         self.maybe_flush()
 
     # -- writing -----------------------------------------------------------------
@@ -89,12 +118,60 @@ class BatchRecorder(Outcomes):
             len(self.unflushed) >= self.flush_every
             or time.monotonic() - self.last_flush >= self.flush_seconds
         ):
-            self.flush()
+            try:
+                self.flush()
+            except DATABASE_ERRORS as exc:
+                # Stop sending at once: what was sent stays in memory (unflushed)
+                # and is written by finish() once the database is back.
+                self.blocked = True
+                logger.warning("outcomes of a batch could not be written (%s): it stops sending", exc)
+                raise OutcomesUnwritable(str(exc)) from exc
+
+    def finish(self) -> None:
+        """Write what is left, retrying while the database is unreachable and
+        the lease lasts; then give back the rows that were never attempted."""
+        delay = 0.2
+        while True:
+            try:
+                self.flush()
+                self.release_unattempted()
+                return
+            except DATABASE_ERRORS as exc:
+                if time.monotonic() + delay > self.deadline:
+                    logger.error("gave up writing %d outcomes: %s; the lease sweep takes the rows back",
+                                 len(self.unflushed), exc)
+                    raise
+                _drop_connection()
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def release_unattempted(self) -> None:
+        """Rows claimed but not attempted go back as they were, without an
+        attempt counted, and are published again: those never handed to the
+        messenger, and, when the batch stopped because outcomes could not be
+        written, those handed but not marked (the stop interrupted a mark, so a
+        messenger that sends and marks one by one had not sent them). Rows
+        left unmarked by anything else (a worker shutdown) stay for the lease
+        sweep: whether they were sent is not known."""
+        left = [pk for pk in self.dispatches
+                if pk not in self.outcomes and (self.blocked or pk not in self.handed)]
+        if not left:
+            return
+        owned = Dispatch.objects.filter(pk__in=left, claim_token=self.token,
+                                        status=Dispatch.Status.PROCESSING)
+        with transaction.atomic():
+            count = owned.update(
+                status=Case(When(attempts__lte=1, then=Value(Dispatch.Status.PENDING)),
+                            default=Value(Dispatch.Status.ERROR)),
+                attempts=F("attempts") - 1, claim_token=None, lease_expires_at=None, queued_at=None,
+            )
+            transaction.on_commit(lambda: publish([(self.dispatches[pk].messenger, pk) for pk in left]))
+        logger.info("gave back %d dispatches of a stopped batch, not attempted", count)
 
     def flush(self) -> None:
         if not self.unflushed:
             return
-        outcomes, self.unflushed = self.unflushed, {}
+        outcomes = dict(self.unflushed)
         self.last_flush = time.monotonic()
         now = timezone.now()
         sent_ids: list[int] = []
@@ -145,6 +222,8 @@ class BatchRecorder(Outcomes):
             failed_objs = [d for d, _ in failed]
             retry_objs = [d for d, _, _ in retry]
             transaction.on_commit(lambda: signals.send_outcomes(sent_objs, failed_objs, retry_objs))
+        for pk in outcomes:  # written: forget them only now, so a failed write loses nothing
+            del self.unflushed[pk]
         self.result.sent += len(sent_ids)
         self.result.failed += len(failed)
         self.result.error += len(retry)
@@ -189,35 +268,96 @@ def _error_row(dispatch: Dispatch, outcome: Outcome, final: bool, now: Any) -> D
 
 
 def claim(alias: str, ids: list[int], token: uuid.UUID) -> int:
-    """Take the due, claimable rows among ``ids`` with one conditional UPDATE."""
+    """Take the due, claimable rows among ``ids`` with one conditional UPDATE.
+
+    Rows this token already holds are taken again without a second attempt
+    counted: a task retried after losing the database between its claim and
+    reading the rows back (same task, same token) resumes its own claim.
+    """
     now = timezone.now()
     return Dispatch.objects.filter(
-        pk__in=ids, messenger=alias, status__in=Dispatch.CLAIMABLE, next_attempt_at__lte=now
+        Q(status__in=Dispatch.CLAIMABLE, next_attempt_at__lte=now)
+        | Q(status=Dispatch.Status.PROCESSING, claim_token=token),
+        pk__in=ids, messenger=alias,
     ).update(
+        attempts=Case(When(claim_token=token, then=F("attempts")), default=F("attempts") + 1),
         status=Dispatch.Status.PROCESSING,
         claim_token=token,
         lease_expires_at=now + timedelta(seconds=settings.DISPATCHER_LEASE_SECONDS),
-        attempts=F("attempts") + 1,
     )
 
 
-def deliver_batch(alias: str, ids: list[int]) -> BatchResult:
-    """Deliver the dispatches ``ids`` through messenger ``alias``."""
+def deliver_batch(alias: str, ids: list[int], token: uuid.UUID | None = None) -> BatchResult:
+    """Deliver the dispatches ``ids`` through messenger ``alias``.
+
+    Raises :class:`DatabaseUnavailable` when the database cannot be reached
+    before anything was sent, so the caller (the Celery task) can retry the
+    same claim with the same ``token`` once it is back.
+    """
     messenger = get_registered_messenger_object(alias)
-    token = uuid.uuid4()
-    if not claim(alias, ids, token):
-        return BatchResult()
-    rows = list(
-        Dispatch.objects.filter(claim_token=token).select_related("recipient").order_by("message_id", "id")
-    )
-    # One Message object per message, not one per row as select_related
-    # would make (each decoding the same JSON context again).
-    messages = Message.objects.in_bulk({d.message_id for d in rows})
+    token = token or uuid.uuid4()
+    try:
+        if not claim(alias, ids, token):
+            return BatchResult()
+        rows = list(
+            Dispatch.objects.filter(claim_token=token, status=Dispatch.Status.PROCESSING)
+            .select_related("recipient").order_by("message_id", "id")
+        )
+        # One Message object per message, not one per row as select_related
+        # would make (each decoding the same JSON context again).
+        messages = Message.objects.in_bulk({d.message_id for d in rows})
+    except DATABASE_ERRORS as exc:
+        _drop_connection()
+        raise DatabaseUnavailable(f"the database is unreachable: {exc}") from exc
     for dispatch in rows:
         dispatch.message = messages[dispatch.message_id]
     recorder = BatchRecorder(token, {d.pk: d for d in rows})
-    run_batch(messenger, recorder, rows)
+    keeper = LeaseKeeper(recorder)
+    keeper.start()
+    try:
+        run_batch(messenger, recorder, rows)
+    finally:
+        keeper.stop()
     return recorder.result
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews the batch's lease while it runs, so a batch slowed by a rate
+    limit or a slow provider is never taken back from a live worker: only a
+    worker that stopped (or lost the database for a whole lease) loses it.
+
+    A thread of its own (with its own database connection), so a messenger
+    blocked in one long call still has its lease renewed.
+    """
+
+    def __init__(self, recorder: BatchRecorder):
+        super().__init__(name="dispatcher-lease", daemon=True)
+        self.recorder = recorder
+        self.every = max(0.5, settings.DISPATCHER_LEASE_SECONDS / 3)
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.done.wait(self.every):
+                self.renew()
+        finally:
+            connection.close()
+
+    def renew(self) -> None:
+        lease = settings.DISPATCHER_LEASE_SECONDS
+        try:
+            Dispatch.objects.filter(
+                claim_token=self.recorder.token, status=Dispatch.Status.PROCESSING
+            ).update(lease_expires_at=timezone.now() + timedelta(seconds=lease))
+        except DATABASE_ERRORS as exc:
+            logger.warning("could not renew a batch's lease: %s", exc)
+            _drop_connection()
+            return
+        self.recorder.deadline = time.monotonic() + lease - LEASE_MARGIN
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(timeout=5)
 
 
 def run_batch(messenger: MessengerBase, recorder: BatchRecorder, rows: list[Dispatch]) -> None:
@@ -234,13 +374,15 @@ def run_batch(messenger: MessengerBase, recorder: BatchRecorder, rows: list[Disp
             return
         for _, group in groupby(rows, key=lambda d: d.message_id):
             _send_message(batch, recorder, list(group))
+    except OutcomesUnwritable:
+        pass  # stop sending; finish() writes what was sent once it can
     finally:
         try:
             batch.after_send()
         except Exception as exc:
             # Nothing already marked changes: a failed disconnect is not a failed send.
             logger.warning("%s: after_send failed: %s", messenger.alias, redact(str(exc)))
-        recorder.flush()
+        recorder.finish()
 
 
 def envelope_for(dispatch: Dispatch, rendered: Rendered, info: MessageInfo) -> Envelope:
@@ -274,6 +416,7 @@ def _send_message(batch: MessengerBase, recorder: BatchRecorder, dispatches: lis
     if not ready:
         return
     raised: BaseException | None = None
+    recorder.handed.update(envelope.id for envelope in ready if envelope.id is not None)
     try:
         batch.send(message_cls, info, ready)
     except Exception as exc:

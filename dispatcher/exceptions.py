@@ -64,7 +64,22 @@ class InvalidSender(InvalidArgument, TypeError):
     """A sender that is not a saved user."""
 
 
+class DatabaseUnavailable(DispatcherError, ConnectionError):
+    """The database could not be reached; nothing was sent, and the task retries."""
+
+
+class BrokerUnavailable(DispatcherError, ConnectionError):
+    """Deliver tasks could not be published; the rows wait for the next sweep."""
+
+    def __init__(self, text: str, published: int = 0):
+        super().__init__(text)
+        #: Tasks published before the broker failed.
+        self.published = published
+
+
 __all__ = [
+    "BrokerUnavailable",
+    "DatabaseUnavailable",
     "DispatcherError",
     "InvalidAddress",
     "InvalidArgument",

@@ -14,13 +14,15 @@ from collections.abc import Iterable
 from celery import current_app
 from django.conf import settings
 
+from messengers.redact import redact
+
+from .exceptions import BrokerUnavailable
+from .models import Dispatch
+from .queues import DELIVER_TASK, broker_priority, dispatch_queue
+
+__all__ = ["DELIVER_TASK", "batch_size_for", "dispatch_queue", "publish"]
+
 logger = logging.getLogger("dispatcher.publish")
-
-DELIVER_TASK = "dispatcher.deliver"
-
-
-def dispatch_queue(alias: str) -> str:
-    return f"dispatch.{alias}"
 
 
 def batch_size_for(count: int) -> int:
@@ -35,13 +37,21 @@ def batch_size_for(count: int) -> int:
     return max(1, min(settings.DISPATCHER_BATCH_SIZE, max(settings.DISPATCHER_MIN_BATCH_SIZE, spread)))
 
 
-def publish(pairs: Iterable[tuple[str, int]], batch_size: int | None = None) -> int:
+def publish(
+    pairs: Iterable[tuple[str, int]], batch_size: int | None = None, strict: bool = False, priority: int = 0
+) -> int:
     """Publish deliver tasks for ``(messenger alias, dispatch id)`` pairs.
 
     Ids are grouped by messenger and cut into batches. Returns the number of
     tasks published. A broker error is logged, not raised: the rows are in the
-    database and the requeue sweep will publish them again.
+    database and the requeue sweep will publish them again. The sweep itself
+    publishes with ``strict=True``: the error is raised
+    (:class:`BrokerUnavailable`), so it stops and reports instead of picking
+    the same rows again. ``priority`` is the messages' priority (higher is
+    more urgent), passed to the broker so their tasks go ahead of a backlog.
     """
+    if not getattr(settings, "DISPATCHER_PUBLISH_TASKS", True):
+        return 0  # cron mode: dispatcher_send_scheduled delivers, no broker is used
     by_alias: dict[str, list[int]] = defaultdict(list)
     for alias, pk in pairs:
         by_alias[alias].append(pk)
@@ -52,26 +62,31 @@ def publish(pairs: Iterable[tuple[str, int]], batch_size: int | None = None) -> 
         for start in range(0, len(ids), size)
     ]
     published = 0
+    urgency = broker_priority(priority, current_app.conf.broker_url or "")
     try:
         # One producer (one connection) for the whole fan-out.
         with current_app.producer_or_acquire() as producer:
             for alias, chunk in chunks:
                 current_app.send_task(
                     DELIVER_TASK, args=(alias, chunk), queue=dispatch_queue(alias), producer=producer,
+                    priority=urgency,
                     # What Flower and the logs show; repr() of 100 ids costs more than the send.
                     argsrepr=f"({alias!r}, [{chunk[0]}..{chunk[-1]}] {len(chunk)} ids)", kwargsrepr="{}",
                 )
                 published += 1
-    except Exception:
+    except Exception as exc:
         unpublished = [pk for _, chunk in chunks[published:] for pk in chunk]
+        _forget_queued(unpublished)
+        if strict:
+            raise BrokerUnavailable(
+                f"could not publish {len(unpublished)} dispatches: the broker is unreachable "
+                f"({type(exc).__name__}: {redact(str(exc))})", published
+            ) from exc
         logger.exception(
             "could not publish %d dispatches; the requeue sweep will publish them", len(unpublished)
         )
-        _forget_queued(unpublished)
     return published
 
 
 def _forget_queued(ids: list[int]) -> None:
-    from .models import Dispatch
-
     Dispatch.objects.filter(pk__in=ids).update(queued_at=None)

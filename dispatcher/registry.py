@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from django.conf import settings
 from django.utils.module_loading import import_string
 
 from messengers.base import MessengerBase
 
 from .exceptions import UnknownMessageType, UnknownMessenger
-
-if TYPE_CHECKING:
-    from .messages import MessageBase
+from .messages import BUILTIN_MESSAGE_TYPES, MessageBase
 
 _messengers: dict[str, MessengerBase] = {}
 _message_types: dict[str, type[MessageBase]] = {}
@@ -40,8 +36,6 @@ def get_registered_messenger_object(alias: str) -> MessengerBase:
 
 
 def register_message_types(*message_types: type[MessageBase]) -> None:
-    from .messages import MessageBase
-
     for message_type in message_types:
         if not (isinstance(message_type, type) and issubclass(message_type, MessageBase)):
             raise TypeError(f"{message_type!r} is not a MessageBase subclass")
@@ -65,8 +59,6 @@ def load_from_settings() -> None:
     The settings key is the alias, so one class may be configured twice
     (``smtp`` and ``smtp_bulk``, say) with different options.
     """
-    from .messages import BUILTIN_MESSAGE_TYPES
-
     register_message_types(*BUILTIN_MESSAGE_TYPES)
     for alias, conf in getattr(settings, "DISPATCHER_MESSENGERS", {}).items():
         cls = import_string(conf["class"])

@@ -12,6 +12,8 @@ from typing import Any
 
 from django.dispatch import Signal
 
+from .models import Dispatch
+
 logger = logging.getLogger("dispatcher.signals")
 
 dispatch_sent = Signal()
@@ -20,8 +22,6 @@ dispatch_retry = Signal()
 
 
 def send_outcomes(sent: Sequence[Any], failed: Sequence[Any], retry: Sequence[Any]) -> None:
-    from .models import Dispatch
-
     for signal, dispatches in ((dispatch_sent, sent), (dispatch_failed, failed), (dispatch_retry, retry)):
         if not signal.has_listeners(Dispatch):
             continue

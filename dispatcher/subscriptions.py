@@ -51,14 +51,6 @@ def unsubscribe(message_type: str, messenger: str, recipient: Any) -> int:
     return qs.filter(message_type=message_type, messenger=messenger).delete()[0]
 
 
-def subscribers(message_type: str) -> list[tuple[str, Any]]:
-    """``(messenger alias, address or user)`` of every subscriber of a type, in one query."""
-    return [
-        (s.messenger, s.recipient if s.recipient_id else s.address)
-        for s in Subscription.objects.filter(message_type=message_type).select_related("recipient")
-    ]
-
-
 def user_may_subscribe(message_type: str, messenger: str) -> bool:
     try:
         type_cls = get_registered_message_type(message_type)

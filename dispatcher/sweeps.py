@@ -17,6 +17,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from .delivery import backoff_delay
+from .exceptions import BrokerUnavailable
 from .models import Dispatch, DispatchError, Message
 from .publish import publish
 from .registry import get_registered_message_types
@@ -33,23 +34,41 @@ def requeue_due(limit: int = 100_000) -> int:
     DISPATCHER_REQUEUE_AFTER; older ones (the broker lost the task, or a retry
     became due) are published again. A duplicate task is harmless: only one
     claim can win.
+
+    Each row is looked at once per run. When the broker cannot be reached the
+    run stops at once and raises :class:`BrokerUnavailable` (the rows keep
+    waiting, marked as not queued); the count is of rows actually published.
     """
     now = timezone.now()
     stale = now - timedelta(seconds=settings.DISPATCHER_REQUEUE_AFTER)
     total = 0
+    published: list[int] = []
+
+    def publish_chunk(rows: list[tuple[str, int, int]]) -> None:
+        by_priority: dict[int, list[tuple[str, int]]] = {}
+        for alias, pk, level in rows:
+            by_priority.setdefault(level, []).append((alias, pk))
+        try:
+            for level, pairs in sorted(by_priority.items(), reverse=True):
+                publish(pairs, strict=True, priority=level)
+        except BrokerUnavailable as exc:
+            raise BrokerUnavailable(f"{exc}; {sum(published)} requeued before that", sum(published)) from exc
+        published.append(len(rows))
+
     while total < limit:
         with transaction.atomic():
-            pairs = list(
+            rows = list(
                 Dispatch.objects.filter(status__in=Dispatch.CLAIMABLE, next_attempt_at__lte=now)
                 .filter(Q(queued_at__isnull=True) | Q(queued_at__lt=stale))
                 .order_by("next_attempt_at")
-                .values_list("messenger", "pk")[: min(CHUNK * 10, limit - total)]
+                .values_list("messenger", "pk", "message__priority")[: min(CHUNK * 10, limit - total)]
             )
-            if not pairs:
+            if not rows:
                 break
-            Dispatch.objects.filter(pk__in=[pk for _, pk in pairs]).update(queued_at=now)
-            transaction.on_commit(lambda pairs=pairs: publish(pairs))
-        total += len(pairs)
+            # queued_at = now: the next query of this run no longer matches them.
+            Dispatch.objects.filter(pk__in=[pk for _, pk, _ in rows]).update(queued_at=now)
+            transaction.on_commit(lambda rows=rows: publish_chunk(rows), robust=False)
+        total += len(rows)
     if total:
         logger.info("requeued %d due dispatches", total)
     return total
@@ -63,18 +82,20 @@ def reclaim_expired_leases() -> int:
     now = timezone.now()
     limits = {alias: cls.get_retry_limit() for alias, cls in get_registered_message_types().items()}
     total = 0
+    expired = Dispatch.objects.filter(status=Dispatch.Status.PROCESSING, lease_expires_at__lt=now)
     while True:
-        rows = list(
-            Dispatch.objects.filter(status=Dispatch.Status.PROCESSING, lease_expires_at__lt=now)
-            .values_list("pk", "attempts", "message__message_type")[:CHUNK]
-        )
-        if not rows:
-            break
-        exhausted = {pk for pk, att, mt in rows if att >= limits.get(mt, settings.DISPATCHER_RETRY_LIMIT)}
-        again = [pk for pk, _, _ in rows if pk not in exhausted]
-        expired = Dispatch.objects.filter(status=Dispatch.Status.PROCESSING, lease_expires_at__lt=now)
         released = {"lease_expires_at": None, "claim_token": None, "queued_at": None}
         with transaction.atomic():
+            # Locked rows are the ones this run takes back, so an error row is
+            # written for each row actually reclaimed and for no other.
+            rows = list(
+                expired.select_for_update(skip_locked=True, of=("self",))
+                .values_list("pk", "attempts", "message__message_type")[:CHUNK]
+            )
+            if not rows:
+                break
+            exhausted = {pk for pk, att, mt in rows if att >= limits.get(mt, settings.DISPATCHER_RETRY_LIMIT)}
+            again = [pk for pk, _, _ in rows if pk not in exhausted]
             done_failed = expired.filter(pk__in=exhausted).update(status=Dispatch.Status.FAILED, **released)
             delay = timedelta(seconds=backoff_delay(1))
             done_again = expired.filter(pk__in=again).update(
@@ -84,7 +105,8 @@ def reclaim_expired_leases() -> int:
                 [
                     DispatchError(
                         dispatch_id=pk, attempt=att, error_class="LeaseExpired",
-                        text="the worker holding this dispatch stopped before reporting an outcome",
+                        text="the lease expired before an outcome was written: the worker holding "
+                             "this dispatch stopped, or could not reach the database, for the whole lease",
                         permanent=pk in exhausted, created=now,
                     )
                     for pk, att, _ in rows

@@ -142,8 +142,8 @@ class MessengerBase:
         if self.max_text_length is not None:
             length = self.text_length(text)
             if length > self.max_text_length:
-                return (f"{self.alias}: the text is {length} characters; "
-                        f"it takes at most {self.max_text_length}")
+                return (f"{self.alias}: the text is {length} characters, "
+                        f"over max_text_length={self.max_text_length}")
         return None
 
     def check_text(self, envelope: Envelope) -> None:

@@ -27,10 +27,9 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from email.utils import parsedate_to_datetime
-from typing import Any, NamedTuple, TypeAlias
-from urllib.parse import unquote
+from typing import Any, NamedTuple
 
 import requests
 
@@ -42,32 +41,19 @@ from .exceptions import (
     RateLimited,
     TemporaryError,
 )
-from .redact import redact, register_secret
+
+# The proxy helpers live in .proxy (shared with XMPP); imported from here too.
+from .proxy import PROXY_SCHEMES as PROXY_SCHEMES
+from .proxy import ProxySpec as ProxySpec
+from .proxy import ProxyValue as ProxyValue
+from .proxy import describe_proxies as describe_proxies
+from .proxy import normalize_proxies as normalize_proxies
+from .redact import redact, redact_loggers
 
 logger = logging.getLogger("messengers.http")
 
-ProxyValue: TypeAlias = Mapping[str, str] | str | None
-ProxySpec: TypeAlias = ProxyValue | Callable[[], ProxyValue]
 
-PROXY_SCHEMES = ("http", "https", "socks5", "socks5h", "socks4", "socks4a")
-
-
-class _RedactingFilter(logging.Filter):
-    """Masks secrets in records of libraries that log URLs and auth headers."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken record is not ours to fix
-            return True
-        masked = redact(message)
-        if masked != message:
-            record.msg, record.args = masked, None
-        return True
-
-
-_REDACTING_FILTER = _RedactingFilter()
-for _name in (
+redact_loggers(
     "urllib3.connectionpool",
     "urllib3.poolmanager",
     "urllib3.util.retry",
@@ -76,43 +62,7 @@ for _name in (
     "requests_oauthlib.oauth1_session",
     "oauthlib.oauth1.rfc5849",
     "oauthlib.oauth1.rfc5849.signature",
-):
-    logging.getLogger(_name).addFilter(_REDACTING_FILTER)
-
-
-def normalize_proxies(proxy: ProxyValue) -> dict[str, str] | None:
-    """requests' ``proxies`` dict from a dict or one URL; registers proxy passwords as secrets."""
-    if proxy is None or proxy == "" or proxy == {}:
-        return None
-    if isinstance(proxy, str):
-        proxy = {"http": proxy, "https": proxy}
-    if not isinstance(proxy, Mapping):
-        raise MessengerConfigurationError(
-            f"proxy must be a dict, a URL or a callable returning one, not {type(proxy).__name__}"
-        )
-    result: dict[str, str] = {}
-    for key, url in proxy.items():
-        if not url:
-            continue
-        scheme = str(url).partition("://")[0].lower()
-        if "://" not in str(url) or scheme not in PROXY_SCHEMES:
-            raise MessengerConfigurationError(
-                f"proxy for {key!r} must be a URL with one of the schemes {', '.join(PROXY_SCHEMES)}"
-            )
-        netloc = str(url).partition("://")[2].split("/", 1)[0]
-        if "@" in netloc:
-            password = netloc.rpartition("@")[0].partition(":")[2]
-            register_secret(password, unquote(password))
-        result[str(key)] = str(url)
-    return result or None
-
-
-def describe_proxies(proxies: Mapping[str, str] | None) -> str:
-    """Proxy URLs without their credentials, for error texts."""
-    if not proxies:
-        return ""
-    shown = sorted({re.sub(r"://[^@/]*@", "://", url) for url in proxies.values()})
-    return ", ".join(shown)
+)
 
 
 def retry_after_header(response: requests.Response) -> float | None:

@@ -7,6 +7,7 @@ token shapes inside URLs (``/bot<token>/``, ``access_token=...``).
 
 from __future__ import annotations
 
+import logging
 import re
 
 MASK = "***"
@@ -40,6 +41,47 @@ def redact(text: str) -> str:
     for secret in sorted(_secrets, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, MASK)
-    for pattern in _PATTERNS:
+    return _mask(text, _PATTERNS)
+
+
+def _mask(text: str, patterns: list[re.Pattern[str]] | tuple[re.Pattern[str], ...]) -> str:
+    """Mask what each pattern matches, keeping its group 1 (and group 2, when it has one)."""
+    for pattern in patterns:
         text = pattern.sub(lambda m: m.group(1) + MASK + (m.group(2) if m.lastindex == 2 else ""), text)
     return text
+
+
+class RedactingFilter(logging.Filter):
+    """Masks secrets in the records of libraries that log what they send.
+
+    Client libraries (urllib3, oauthlib, slixmpp) log URLs, headers and wire
+    bytes at DEBUG; a record is rewritten before any handler sees it.
+    ``patterns`` mask what only that library's records hold (an XMPP SASL
+    payload, say), as :func:`redact`'s own patterns do: group 1 is kept.
+    """
+
+    def __init__(self, patterns: tuple[re.Pattern[str], ...] = ()) -> None:
+        super().__init__()
+        self.patterns = patterns
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken record is not ours to fix
+            return True
+        masked = redact(_mask(message, self.patterns))
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
+def redact_loggers(*names: str, patterns: tuple[re.Pattern[str], ...] = ()) -> RedactingFilter:
+    """Put one :class:`RedactingFilter` on each named logger; returns it.
+
+    On the logger itself, not a handler: a record is filtered where it is
+    made, whatever handlers the site configures.
+    """
+    redacting = RedactingFilter(patterns)
+    for name in names:
+        logging.getLogger(name).addFilter(redacting)
+    return redacting

@@ -5,15 +5,11 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from dispatcher.api import (
     get_registered_messenger_object,
-    get_registered_messenger_objects,
     recipients,
-    register_message_types,
     register_messenger_objects,
     schedule_messages,
     send_test_message,
@@ -27,10 +23,8 @@ from dispatcher.exceptions import (
 )
 from dispatcher.messages import EmailHtmlMessage, EmailTextMessage, MessageBase, PlainTextMessage
 from dispatcher.models import Dispatch, Message
-from dispatcher.registry import get_registered_message_type
 from messengers.exceptions import TemporaryError
 from messengers.smtp import SMTPMessenger
-from tests.seed_messenger import MyMessenger
 from tests.services import free_port
 
 pytestmark = pytest.mark.django_db
@@ -73,16 +67,6 @@ def test_users_are_resolved_through_get_address(django_user_model):
 def test_recipients_accepts_a_messenger_object():
     messenger = get_registered_messenger_object("mymessenger")
     assert recipients(messenger, "abc") == [("mymessenger", "abc", None)]
-
-
-def test_query_count_does_not_grow_with_recipients():
-    def queries(n: int) -> int:
-        targets = recipients("smtp", [f"user{i}@example.org" for i in range(n)])
-        with CaptureQueriesContext(connection) as ctx:
-            schedule_messages("hello", targets)
-        return len(ctx.captured_queries)
-
-    assert queries(5) == queries(1500)
 
 
 def test_future_send_at_is_not_published_until_due():
@@ -145,20 +129,6 @@ def test_message_type_restricted_to_messengers():
     assert counts() == before
 
 
-def test_registries():
-    assert isinstance(get_registered_messenger_objects()["mymessenger"], MyMessenger)
-
-    class Custom(MessageBase):
-        alias = "custom_test_type"
-
-    register_message_types(Custom)
-    assert get_registered_message_type("custom_test_type") is Custom
-    with pytest.raises(TypeError):
-        register_messenger_objects(object())
-    with pytest.raises(UnknownMessenger):
-        get_registered_messenger_object("missing")
-
-
 def test_send_test_message_over_real_smtp(smtp_server):
     send_test_message("smtp", "someone@example.org", "This is a test message")
     [mail] = smtp_server.messages
@@ -181,13 +151,6 @@ def test_html_email_renders_text_alternative():
     assert rendered.html == "<p>Hello <b>you</b></p>"
     assert rendered.text == "Hello you"
 
-
-
-@pytest.mark.parametrize("count, size", [(1, 20), (100, 20), (2000, 32), (100_000, 500)])
-def test_fan_outs_are_cut_into_many_tasks_of_bounded_size(count, size):
-    from dispatcher.publish import batch_size_for
-
-    assert batch_size_for(count) == size
 
 
 def test_text_longer_than_a_messenger_takes_is_refused_before_writing():

@@ -18,7 +18,8 @@ from tests.services import BASE, free_port
 class ProxyProcess:
     """``python -m tests.fakes.proxy`` on a free loopback port; ``seen()`` is what it handled."""
 
-    def __init__(self, log_dir: Path, user: str | None = None, password: str | None = None):
+    def __init__(self, log_dir: Path, user: str | None = None, password: str | None = None,
+                 cut_on: bytes | None = None, cut_at: int = 1):
         self.port = free_port()
         self.user, self.password = user, password
         self.log_path = log_dir / f"proxy-{self.port}.jsonl"
@@ -27,6 +28,8 @@ class ProxyProcess:
                "--log", str(self.log_path)]
         if user is not None:
             cmd += ["--user", user, "--password", password or ""]
+        if cut_on:
+            cmd += ["--cut-on", cut_on.decode(), "--cut-at", str(cut_at)]
         self.proc = subprocess.Popen(cmd, cwd=BASE, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()  # blocks until the proxy listens (or dies)
@@ -41,6 +44,16 @@ class ProxyProcess:
 
     def seen(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.log_path.read_text().splitlines() if line]
+
+    @property
+    def targets(self) -> list[tuple[str, int]]:
+        """Where tunnels (CONNECT, SOCKS5) were opened to, in order."""
+        found = []
+        for entry in self.seen():
+            if entry["kind"] in ("connect", "socks5") and entry["ok"]:
+                host, _, port = entry["target"].rpartition(":")
+                found.append((host.strip("[]"), int(port)))
+        return found
 
     def stop(self) -> None:
         self.proc.terminate()

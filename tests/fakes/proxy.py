@@ -1,6 +1,7 @@
-"""A small forwarding proxy, run as its own process: HTTP and SOCKS5 on one port.
+"""The test suite's one proxy, run as its own process: HTTP and SOCKS5 on one port.
 
-``python -m tests.fakes.proxy --port 8899 --log seen.jsonl [--user U --password P]``
+``python -m tests.fakes.proxy --port 8899 --log seen.jsonl [--user U --password P]
+[--cut-on BYTES --cut-at N]``; ``tests.fakes.processes.ProxyProcess`` starts it.
 
 - HTTP: absolute-URI requests (``GET http://host/path``) are forwarded, and
   ``CONNECT host:port`` opens a tunnel (for HTTPS targets); with credentials,
@@ -11,6 +12,10 @@
 Each request it handles is appended to the log as one JSON line
 (``{"kind": "http"|"connect"|"socks5", "target": "host:port", "user": ..., "ok": ...}``),
 so a test can prove its request went through the proxy.
+
+``--cut-on B --cut-at N``: the N-th time a client sends the bytes B through a
+tunnel, the proxy drops them and closes both sides, so a test can lose a
+connection mid-stream at a chosen point (an XMPP ack request, say).
 """
 
 from __future__ import annotations
@@ -21,13 +26,33 @@ import json
 import socket
 import struct
 import threading
+from collections.abc import Callable
 from typing import Any
 
 
 class Proxy:
-    def __init__(self, port: int, log_path: str, user: str | None, password: str | None):
+    def __init__(self, port: int, log_path: str, user: str | None, password: str | None,
+                 cut_on: bytes | None = None, cut_at: int = 1):
         self.port, self.log_path, self.user, self.password = port, log_path, user, password
+        self.cut_on, self.cut_at, self.cuts_seen = cut_on, cut_at, 0
         self.lock = threading.Lock()
+
+    def watcher(self) -> Callable[[bytes], bool] | None:
+        """For one tunnel: told each chunk a client sends, says when to cut."""
+        needle = self.cut_on
+        if not needle:
+            return None
+        tail = b""
+
+        def cut(chunk: bytes) -> bool:
+            nonlocal tail
+            window = tail + chunk  # a match split across two chunks counts once
+            tail = window[-len(needle) + 1:]
+            with self.lock:
+                self.cuts_seen += window.count(needle)
+                return self.cuts_seen >= self.cut_at
+
+        return cut
 
     def log(self, **entry: Any) -> None:
         with self.lock, open(self.log_path, "a") as log:
@@ -94,7 +119,7 @@ class Proxy:
             return
         self.log(kind="socks5", target=target, user=user, ok=True)
         client.sendall(b"\x05\x00\x00\x01" + bytes(6))
-        relay(client, upstream)
+        relay(client, upstream, self.watcher())
 
     # -- HTTP -----------------------------------------------------------------------
     def http(self, client: socket.socket) -> None:
@@ -125,7 +150,7 @@ class Proxy:
                 return
             self.log(kind="connect", target=uri, user=user, ok=True)
             client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            relay(client, upstream)
+            relay(client, upstream, self.watcher())
             return
         scheme, _, remainder = uri.partition("://")
         hostport, slash, path = remainder.partition("/")
@@ -165,14 +190,16 @@ def recv_exact(sock: socket.socket, size: int) -> bytes:
     return data
 
 
-def relay(a: socket.socket, b: socket.socket) -> None:
-    """Copy bytes both ways until either side closes."""
+def relay(a: socket.socket, b: socket.socket, cut: Callable[[bytes], bool] | None = None) -> None:
+    """Copy bytes both ways until either side closes (or ``cut`` says to, on what ``a`` sends)."""
     a.settimeout(None)
     b.settimeout(None)
 
-    def pump(src: socket.socket, dst: socket.socket) -> None:
+    def pump(src: socket.socket, dst: socket.socket, cut: Callable[[bytes], bool] | None = None) -> None:
         try:
             while chunk := src.recv(65536):
+                if cut is not None and cut(chunk):
+                    break  # dropped; both sides are closed below
                 dst.sendall(chunk)
         except OSError:
             pass
@@ -185,7 +212,7 @@ def relay(a: socket.socket, b: socket.socket) -> None:
 
     other = threading.Thread(target=pump, args=(b, a), daemon=True)
     other.start()
-    pump(a, b)
+    pump(a, b, cut)
     other.join(10)
     b.close()
 
@@ -196,8 +223,11 @@ def main() -> None:
     parser.add_argument("--log", required=True)
     parser.add_argument("--user")
     parser.add_argument("--password")
+    parser.add_argument("--cut-on", help="bytes (UTF-8) whose --cut-at-th sending cuts the tunnel")
+    parser.add_argument("--cut-at", type=int, default=1)
     args = parser.parse_args()
-    Proxy(args.port, args.log, args.user, args.password).serve()
+    cut_on = args.cut_on.encode() if args.cut_on else None
+    Proxy(args.port, args.log, args.user, args.password, cut_on, args.cut_at).serve()
 
 
 if __name__ == "__main__":

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
+
 import pytest
 
 from dispatcher.api import register_messenger_objects
+from messengers import http
+from messengers import proxy as proxies
+from messengers.exceptions import MessengerConfigurationError, TemporaryError
+from messengers.redact import redact
 from messengers.telegram import TelegramMessenger
 from tests.fakes.processes import ProxyProcess, ca_bundle, server_tls
 from tests.fakes.telegram import FakeTelegram
@@ -113,3 +120,51 @@ def test_wrong_proxy_credentials_are_temporary(proxy, plain, scheme):
     assert plain.server.received == []
     assert "wrong-pass-0" not in errors(dispatch)[0].text
     assert not proxy.seen()[-1]["ok"]
+
+
+def test_the_proxy_helpers_are_one_module_still_importable_from_http():
+    for name in ("normalize_proxies", "describe_proxies", "PROXY_SCHEMES", "ProxyValue", "ProxySpec"):
+        assert getattr(http, name) is getattr(proxies, name)
+
+
+def test_a_stream_tunnel_takes_one_url_by_key_and_registers_its_password():
+    keys = ("xmpp", *proxies.TUNNEL_KEYS)
+    chosen = proxies.tunnel_url({"http": "http://a:1", "https": "socks5://u:tunnel-pass-3@b:2"}, keys)
+    assert chosen == "socks5://u:tunnel-pass-3@b:2"
+    assert proxies.tunnel_url({"https": "http://a:1", "xmpp": "socks5h://b:2"}, keys) == "socks5h://b:2"
+    assert redact("via tunnel-pass-3") == "via ***"
+    assert proxies.tunnel_url(None) is None and proxies.tunnel_url({}) is None
+    assert proxies.describe_tunnel("socks5://u:tunnel-pass-3@b") == "proxy socks5://b:1080"
+    for bad in ("https://b:3", "socks4://b:3", "ftp://b", "http://", "http://b:port"):
+        with pytest.raises(MessengerConfigurationError):
+            proxies.tunnel_url(bad)
+
+
+def test_tunnels_open_through_the_proxy_process_and_say_why_not(proxy):
+    """What a stream transport (XMPP) gets from open_tunnel, against the real proxy."""
+    bare = f"127.0.0.1:{proxy.port}"
+
+    async def tunnel(url: str, port: int) -> socket.socket:
+        return await proxies.open_tunnel(url, "127.0.0.1", port, timeout=5)
+
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        port = listening.getsockname()[1]
+        for scheme in ("socks5", "socks5h", "http"):
+            asyncio.run(tunnel(proxy.url(scheme), port)).close()
+        assert proxy.targets[-3:] == [("127.0.0.1", port)] * 3
+
+    closed = free_port()
+    cases = [
+        (f"socks5://{bare}", "no acceptable authentication method (credentials needed?)"),
+        (proxy.url("socks5", credentials=(USER, "wrong-pass-1")), "the proxy refused our credentials"),
+        (proxy.url("http", credentials=(USER, "wrong-pass-1")), "the proxy refused our credentials"),
+        (proxy.url("socks5"), f"cannot reach 127.0.0.1:{closed}"),
+        (proxy.url("http"), f"CONNECT 127.0.0.1:{closed} refused: 502"),
+        (f"socks5://{USER}:{PASSWORD}@127.0.0.1:{free_port()}", "cannot connect"),
+    ]
+    for url, reason in cases:
+        with pytest.raises(TemporaryError) as caught:
+            asyncio.run(tunnel(url, closed))
+        text = str(caught.value)
+        assert reason in text and text.startswith("proxy "), text
+        assert PASSWORD not in text and "wrong-pass-1" not in text

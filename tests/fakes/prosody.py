@@ -1,12 +1,12 @@
-"""A real Prosody XMPP server for the tests, a recipient client, and a tunnelling proxy.
+"""A real Prosody XMPP server for the tests, and a recipient client.
 
 ``ProsodyServer`` writes a temporary config (its own data directory, free
 loopback ports, pidfile, log file, ``run_as_root`` since the tests may run as
 root), optionally a self-signed certificate for its domain, starts
 ``prosody -F`` and creates accounts with ``prosodyctl register``.
 ``Listener`` is a second slixmpp client, logged in as a recipient in a
-thread of its own, that keeps every message it receives. ``TunnelProxy`` is
-an HTTP CONNECT / SOCKS5 proxy on loopback that records where it connected.
+thread of its own, that keeps every message it receives. Proxies come from
+the suite's one fake proxy (``tests.fakes.processes.ProxyProcess``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import shutil
 import signal
 import socket
 import ssl
-import struct
 import subprocess
 import threading
 import uuid
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.services import free_port, free_ports, wait_for
+from tests.services import free_ports, wait_for
 
 PROSODY = shutil.which("prosody")
 PROSODYCTL = shutil.which("prosodyctl")
@@ -54,7 +53,7 @@ def make_certificate(directory: Path, domain: str) -> tuple[Path, Path]:
 
 
 CONFIG = """\
--- Written by tests/prosody.py; a throw-away server on loopback.
+-- Written by tests/fakes/prosody.py; a throw-away server on loopback.
 pidfile = "{root}/prosody.pid"
 data_path = "{root}/data"
 run_as_root = true
@@ -274,138 +273,6 @@ class Listener:
             except Exception:
                 pass
             self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        _close_loop(self.loop)
-
-
-Target = tuple[str, int] | None
-
-
-class TunnelProxy:
-    """An HTTP CONNECT or SOCKS5 proxy on loopback, in a thread; ``targets`` is
-    where clients asked to go. ``credentials=(user, password)`` requires them.
-
-    ``cut_on=b"...", cut_at=n``: the n-th time a client sends those bytes, the
-    proxy drops them and closes both sides (a connection lost mid-stream).
-    """
-
-    def __init__(self, kind: str, credentials: tuple[str, str] | None = None,
-                 cut_on: bytes | None = None, cut_at: int = 1):
-        assert kind in ("http", "socks5")
-        self.kind = kind
-        self.credentials = credentials
-        self.cut_on, self.cut_at, self.seen = cut_on, cut_at, 0
-        self.targets: list[tuple[str, int]] = []
-        self.port = free_port()
-        self.loop = asyncio.new_event_loop()
-        self._server: asyncio.AbstractServer | None = None
-        started = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-            self._server = self.loop.run_until_complete(
-                asyncio.start_server(self._handle, "127.0.0.1", self.port)
-            )
-            started.set()
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=run, name=f"proxy-{kind}", daemon=True)
-        self.thread.start()
-        started.wait(10)
-
-    @property
-    def url(self) -> str:
-        auth = f"{self.credentials[0]}:{self.credentials[1]}@" if self.credentials else ""
-        return f"{self.kind}://{auth}127.0.0.1:{self.port}"
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            handshake = self._http if self.kind == "http" else self._socks5
-            target = await handshake(reader, writer)
-            if target is None:
-                return
-            self.targets.append(target)
-            up_reader, up_writer = await asyncio.open_connection(*target)
-        except (OSError, asyncio.IncompleteReadError):
-            writer.close()
-            return
-        if self.kind == "http":
-            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        else:
-            writer.write(b"\x05\x00\x00\x01" + socket.inet_aton("127.0.0.1") + struct.pack(">H", 0))
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, upstream: bool) -> None:
-            tail = b""
-            try:
-                while data := await src.read(65536):
-                    if upstream and self.cut_on:
-                        window = tail + data
-                        self.seen += window.count(self.cut_on)
-                        tail = window[-len(self.cut_on) + 1:]
-                        if self.seen >= self.cut_at:
-                            writer.close()
-                            up_writer.close()
-                            return
-                    dst.write(data)
-                    await dst.drain()
-            except OSError:
-                pass
-            finally:
-                dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
-
-    async def _http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Target:
-        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-        method, target = head.split(" ")[:2]
-        if self.credentials:
-            import base64
-
-            token = base64.b64encode(":".join(self.credentials).encode()).decode()
-            if f"Proxy-Authorization: Basic {token}" not in head:
-                writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n")
-                writer.close()
-                return None
-        host, _, port = target.rpartition(":")
-        return host.strip("[]"), int(port)
-
-    async def _socks5(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Target:
-        _, count = await reader.readexactly(2)
-        methods = await reader.readexactly(count)
-        wanted = 2 if self.credentials else 0
-        if wanted not in methods:
-            writer.write(b"\x05\xff")
-            writer.close()
-            return None
-        writer.write(bytes([5, wanted]))
-        if self.credentials:
-            _, ulen = await reader.readexactly(2)
-            user = (await reader.readexactly(ulen)).decode()
-            (plen,) = await reader.readexactly(1)
-            password = (await reader.readexactly(plen)).decode()
-            ok = (user, password) == self.credentials
-            writer.write(b"\x01" + (b"\x00" if ok else b"\x01"))
-            if not ok:
-                writer.close()
-                return None
-        _, _, _, atyp = await reader.readexactly(4)
-        if atyp == 1:
-            host = socket.inet_ntoa(await reader.readexactly(4))
-        elif atyp == 3:
-            (length,) = await reader.readexactly(1)
-            host = (await reader.readexactly(length)).decode()
-        else:
-            host = socket.inet_ntop(socket.AF_INET6, await reader.readexactly(16))
-        (port,) = struct.unpack(">H", await reader.readexactly(2))
-        return host, port
-
-    def stop(self) -> None:
-        def close() -> None:
-            if self._server is not None:
-                self._server.close()
-            self.loop.stop()
-
-        self.loop.call_soon_threadsafe(close)
         self.thread.join(10)
         _close_loop(self.loop)
 

@@ -7,8 +7,11 @@ it these tests skip, unless REQUIRE_SERVICES=1 (CI), where they fail.
 
 from __future__ import annotations
 
+import base64
 import json
+import logging
 import os
+import re
 import socket
 import threading
 from collections import Counter
@@ -29,8 +32,9 @@ from messengers.exceptions import (
     TemporaryError,
 )
 from messengers.xmpp import XMPPMessenger
-from tests import prosody
-from tests.prosody import Account, Listener, ProsodyServer, TunnelProxy
+from tests.fakes import prosody
+from tests.fakes.processes import ProxyProcess
+from tests.fakes.prosody import Account, Listener, ProsodyServer
 from tests.services import free_port, wait_for
 
 pytestmark = pytest.mark.django_db
@@ -344,22 +348,56 @@ def test_configuration_errors_are_caught_early():
 
 
 @pytest.mark.parametrize("kind", ["socks5", "http"])
-def test_connects_through_a_proxy(server, listen, kind):
+def test_connects_through_a_proxy(server, listen, kind, tmp_path):
     ann = listen(server)
-    proxy = TunnelProxy(kind, credentials=("proxyuser", "proxypass"))
+    proxy = ProxyProcess(tmp_path, "proxyuser", "proxypass")
     try:
-        m = messenger(server, proxy={"https": proxy.url})
+        m = messenger(server, proxy={"https": proxy.url(kind)})
         assert [d.status for d in deliver(m, f"via {kind}", [ann.account.jid])] == ["sent"]
         assert wait_for_bodies(ann, 1) == [f"via {kind}"]
         assert proxy.targets == [("127.0.0.1", server.port)]  # the proxy carried the stream
 
-        wrong = messenger(server, proxy=lambda: proxy.url.replace("proxypass", "nope"))
+        wrong = messenger(server, proxy=lambda: proxy.url(kind).replace("proxypass", "nope"))
         [d] = deliver(wrong, "x", [ann.account.jid])
         # As for the HTTP messengers: temporary, fixing the proxy must not lose messages.
         assert d.status == "error" and "the proxy refused our credentials" in errors_of(d)[0].text
         assert "nope" not in errors_of(d)[0].text
     finally:
         proxy.stop()
+
+
+@pytest.mark.parametrize(("scheme", "resolved_by_us"), [("socks5", True), ("socks5h", False)])
+def test_socks5h_lets_the_proxy_resolve_the_server_name(server, listen, tmp_path, scheme, resolved_by_us):
+    ann = listen(server)
+    proxy = ProxyProcess(tmp_path)
+    try:
+        m = messenger(server, proxy=proxy.url(scheme))
+        m.host = "localhost"
+        assert [d.status for d in deliver(m, f"via {scheme}", [ann.account.jid])] == ["sent"]
+        assert proxy.targets == [("127.0.0.1" if resolved_by_us else "localhost", server.port)]
+    finally:
+        proxy.stop()
+
+
+def test_no_password_in_logs_or_errors_and_sasl_payloads_masked(server, listen, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    ann = listen(server)
+    proxy = ProxyProcess(tmp_path, "proxyuser", "proxy-secret-91")
+    try:
+        m = messenger(server, proxy=proxy.url("socks5"))
+        assert [d.status for d in deliver(m, "logged", [ann.account.jid])] == ["sent"]
+        wrong = messenger(server, proxy=proxy.url("http", credentials=("proxyuser", "wrong-proxy-pass-5")))
+        [d] = deliver(wrong, "x", [ann.account.jid])
+    finally:
+        proxy.stop()
+    assert d.status == "error" and "wrong-proxy-pass-5" not in errors_of(d)[0].text
+    wire = caplog.text
+    assert re.search(r"<auth\b[^>]*>\*\*\*<", wire)  # slixmpp's wire log was captured, masked
+    assert not re.search(r"<(auth|response)\b[^>]*>(?!\*\*\*<)[^<]", wire)
+    password = server.sender.password
+    for secret in (password, base64.b64encode(password.encode()).decode(), "proxy-secret-91",
+                   "wrong-proxy-pass-5"):
+        assert secret not in wire, secret
 
 
 def test_a_dead_proxy_is_temporary(server):
@@ -396,13 +434,13 @@ def test_worker_sends_500_in_one_batch_each_received_once(server, listen, worker
     assert ann.received()[0].sender == bob.received()[0].sender
 
 
-def test_stream_lost_mid_batch_keeps_what_was_confirmed_and_retries_the_rest(server, listen):
+def test_stream_lost_mid_batch_keeps_what_was_confirmed_and_retries_the_rest(server, listen, tmp_path):
     ann = listen(server)
     # Plaintext, so that the proxy can see the stream: it cuts the connection
     # instead of forwarding the client's second XEP-0198 ack request.
-    proxy = TunnelProxy("socks5", cut_on=b"<r xmlns", cut_at=2)
+    proxy = ProxyProcess(tmp_path, cut_on=b"<r xmlns", cut_at=2)
     try:
-        cut = messenger(server, plaintext=True, proxy=proxy.url)
+        cut = messenger(server, plaintext=True, proxy=proxy.url("socks5"))
         register_messenger_objects(cut)
         texts = [f"n{i}" for i in range(6)]
         rows = schedule_messages(texts, recipients("xmpp", ann.account.jid))

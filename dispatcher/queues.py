@@ -1,0 +1,30 @@
+"""Names the broker side uses: the deliver task and one queue per messenger.
+
+Kept free of Django imports, because the Celery app (``config/celery.py``)
+needs them when it is loaded, before Django's apps are.
+"""
+
+DELIVER_TASK = "dispatcher.deliver"
+
+
+def dispatch_queue(alias: str) -> str:
+    """The queue of messenger ``alias``: a slow transport never starves a fast one."""
+    return f"dispatch.{alias}"
+
+
+def broker_priority(priority: int, broker_url: str) -> int | None:
+    """The broker's priority for a message's ``priority`` (higher: more urgent,
+    0 to 9), so a worker takes its tasks ahead of a backlog of lower ones.
+
+    Redis (kombu) serves 0 first and keeps priorities in a few sibling lists
+    (0, 3, 6, 9 by default); RabbitMQ serves the highest first, up to the
+    queue's ``x-max-priority`` (CELERY_TASK_QUEUE_MAX_PRIORITY). Other
+    transports (the file broker) have no priorities: None.
+    """
+    band = max(0, min(9, int(priority)))
+    scheme = broker_url.partition("://")[0].lower()
+    if scheme in ("redis", "rediss", "sentinel"):
+        return 9 - band
+    if scheme in ("amqp", "amqps", "pyamqp"):
+        return band
+    return None
