@@ -61,8 +61,9 @@ def is_unstorable(text: str) -> bool:
 def check_address(messenger: MessengerBase | str, address: Any) -> str:
     """The address as the messenger stores it, or :class:`InvalidAddress`.
 
-    The messenger's own ``validate_address`` first, then what holds for every
-    messenger: a single line of text that fits the column.
+    The messenger's own ``validate_address`` first (it decides whether an
+    empty address means something, as "the configured page" does for some),
+    then what holds for every messenger: one line of text that fits the column.
     """
     messenger_obj = get_registered_messenger_object(messenger) if isinstance(messenger, str) else messenger
     address = messenger_obj.validate_address(address)
@@ -72,8 +73,6 @@ def check_address(messenger: MessengerBase | str, address: Any) -> str:
         )
     if has_control_characters(address):
         raise InvalidAddress(f"{messenger_obj.alias}: {address!r} holds control characters")
-    if not address:
-        raise InvalidAddress(f"{messenger_obj.alias}: the address is empty")
     if len(address) > ADDRESS_MAX_LENGTH:
         raise InvalidAddress(
             f"{messenger_obj.alias}: the address is {len(address)} characters; at most "

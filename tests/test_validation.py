@@ -47,7 +47,7 @@ def test_a_hand_built_smtp_recipient_is_validated(address):
     refused(InvalidAddress, "hi", [Recipient("smtp", address)])
 
 
-@pytest.mark.parametrize("address", ["line\nbreak", "nul\x00byte", "sep\u2028arator", "lone\ud800", ""])
+@pytest.mark.parametrize("address", ["line\nbreak", "nul\x00byte", "sep\u2028arator", "lone\ud800"])
 def test_control_characters_are_refused_for_every_messenger(address):
     # mymessenger (the seed's) takes any string as its address.
     refused(InvalidAddress, "hi", [Recipient("mymessenger", address)])
