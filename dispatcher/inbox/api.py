@@ -43,6 +43,7 @@ from .models import (
     Status,
 )
 from .moderation import AutoModerator, auto_moderate, clean_moderation, update_replied
+from .notifications import notify_accepted, notify_users
 from .signals import message_read, message_sent, send_after_commit
 
 __all__ = [
@@ -188,8 +189,6 @@ def pm_write(
             if message.is_accepted():
                 update_replied([parent_obj.pk])
         if not skip_notification:
-            from .notifications import notify_users
-
             notify_users([message], [initial_status])
         if message.is_accepted():
             send_after_commit(message_sent, [message])
@@ -254,8 +253,6 @@ def pm_broadcast(
     with transaction.atomic():
         PrivateMessage.objects.bulk_create(messages)
         if not skip_notification:
-            from .notifications import notify_accepted
-
             notify_accepted(messages)
         send_after_commit(message_sent, messages)
     return messages
