@@ -28,8 +28,40 @@ def _entry(cls: str, **options: Any) -> dict[str, Any]:
     return {"class": cls, "options": {k: v for k, v in options.items() if v not in (None, "")}}
 
 
+def _pem(value: str) -> str:
+    """A PEM key from one environment variable: "\\n" written as two characters
+    (as one-line .env files and CI secrets often hold it) stands for a newline."""
+    return value.replace("\\n", "\n") if "\n" not in value else value
+
+
+def smtp() -> dict[str, Any]:
+    """The ``smtp`` messenger, always configured (a fresh clone's points at the local sink).
+
+    It replaces the ``smtp`` entry of ``config/settings.py`` with the same
+    variables plus those of the options that entry does not know.
+    """
+    return _entry(
+        "messengers.smtp.SMTPMessenger",
+        from_email=env_str("DISPATCHER_FROM_EMAIL", "dispatcher@localhost"),
+        host=env_str("DISPATCHER_SMTP_HOST", "127.0.0.1"),
+        port=env_int("DISPATCHER_SMTP_PORT", 1025),
+        login=env_str("DISPATCHER_SMTP_USER"),
+        password=env_str("DISPATCHER_SMTP_PASSWORD"),
+        use_tls=env_bool("DISPATCHER_SMTP_USE_TLS", False),
+        use_ssl=env_bool("DISPATCHER_SMTP_USE_SSL", False),
+        timeout=env_float("DISPATCHER_SMTP_TIMEOUT", 30.0),
+        ca_file=env_str("DISPATCHER_SMTP_CA_FILE"),
+        keepalive=env_float("DISPATCHER_SMTP_KEEPALIVE", 30.0),
+        dkim_selector=env_str("DISPATCHER_SMTP_DKIM_SELECTOR"),
+        dkim_domain=env_str("DISPATCHER_SMTP_DKIM_DOMAIN"),
+        dkim_key=_pem(env_str("DISPATCHER_SMTP_DKIM_KEY")),
+        dkim_key_file=env_str("DISPATCHER_SMTP_DKIM_KEY_FILE"),
+        bounce_address=env_str("DISPATCHER_SMTP_BOUNCE_ADDRESS"),
+    )
+
+
 def from_environment() -> dict[str, dict[str, Any]]:
-    messengers: dict[str, dict[str, Any]] = {}
+    messengers: dict[str, dict[str, Any]] = {"smtp": smtp()}
     if env_str("DISPATCHER_TELEGRAM_TOKEN"):
         messengers["telegram"] = _entry(
             "messengers.telegram.TelegramMessenger",
