@@ -10,6 +10,9 @@ install:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	$(UV) sync --frozen
 
+# Development: DEBUG on (and its public secret key) unless the environment says otherwise.
+run migrate: export DJANGO_DEBUG ?= 1
+
 migrate: install
 	$(PY) python manage.py migrate --noinput
 

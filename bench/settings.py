@@ -5,6 +5,9 @@ import os
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/dispatcher_bench")
 os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/9")
 os.environ.setdefault("DISPATCHER_LOG_LEVEL", "WARNING")
+# Production settings refuse to start without a key; the bench signs nothing that leaves it.
+os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-secret-key-" + "b3nchK3yNotSecret" * 3)
+os.environ.setdefault("DJANGO_HTTPS", "0")
 
 from config.settings import *  # noqa: E402,F403
 from config.settings import DISPATCHER_MESSENGERS  # noqa: E402

@@ -7,6 +7,7 @@ file-based Celery broker under ``var/``, and mail going to a local SMTP sink.
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from . import messenger_settings
 from .env import env_bool, env_float, env_int, env_list, env_str
@@ -15,8 +16,22 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("DISPATCHER_VAR_DIR", str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
-SECRET_KEY = env_str("DJANGO_SECRET_KEY", "dev-only-insecure-key-set-DJANGO_SECRET_KEY-in-production")
-DEBUG = env_bool("DJANGO_DEBUG", True)
+# Off unless asked for: a debug page shows settings, the environment and local
+# variables to whoever triggers an error. `make run` asks for it.
+DEBUG = env_bool("DJANGO_DEBUG", False)
+#: Public (it is in this file), so only for development: it signs the
+#: unsubscribe and read links, and anyone who knows it can forge them.
+DEVELOPMENT_SECRET_KEY = "dev-only-insecure-key-set-DJANGO_SECRET_KEY-in-production"
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", "")
+if SECRET_KEY in ("", DEVELOPMENT_SECRET_KEY):
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is not set. It signs sessions and the unsubscribe and read links "
+            "in messages, so it must be secret: set it to a long random value, the same on every "
+            "host (python -c \"import secrets; print(secrets.token_urlsafe(50))\"). For "
+            "development only, DJANGO_DEBUG=1 runs with a public key (make run does this)."
+        )
+    SECRET_KEY = DEVELOPMENT_SECRET_KEY
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 ADMINS = [
@@ -50,6 +65,26 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# --- HTTPS (TLS at the reverse proxy) ----------------------------------------------
+# On by default whenever DEBUG is off: secure cookies, HSTS and a redirect to
+# https. DJANGO_HTTPS=0 turns them off for a site served over plain HTTP.
+HTTPS = env_bool("DJANGO_HTTPS", not DEBUG)
+SECURE_SSL_REDIRECT = HTTPS
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 60 * 60 * 24 * 365 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", HTTPS)
+if env_bool("DJANGO_TRUST_X_FORWARDED_PROTO", False):
+    # Only behind a proxy that sets (and overwrites) this header: a client
+    # could otherwise claim https itself.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Error pages (DEBUG) and the error reports mailed to ADMINS hide settings,
+# environment variables and local variables that may hold credentials: any
+# *_URL (the broker's and the database's carry passwords), keys, tokens.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "dispatcher.error_reports.CredentialsHidingFilter"
+DEFAULT_EXCEPTION_REPORTER = "dispatcher.error_reports.CredentialsHidingReporter"
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"

@@ -16,7 +16,14 @@ from django.utils import timezone
 from messengers.base import MessengerBase
 
 from .bulk import create_dispatches
-from .exceptions import InvalidRecipient, MessageTooLong, NoRecipients, UnknownMessageType
+from .exceptions import (
+    InvalidArgument,
+    InvalidRecipient,
+    MessageTooLong,
+    NoRecipients,
+    NotAMessage,
+    UnknownMessageType,
+)
 from .messages import UNSUBSCRIBABLE, MessageBase, PlainTextMessage
 from .models import Dispatch, Message, Subscription
 from .publish import publish
@@ -29,6 +36,7 @@ from .registry import (
     register_messenger_objects,
 )
 from .scheduled import send_scheduled_messages
+from .validation import check_address, check_recipient, check_schedule
 
 __all__ = [
     "Inbox",
@@ -73,6 +81,20 @@ class Recipient(NamedTuple):
     user: Any = None
 
 
+class _CheckedRecipient(Recipient):
+    """A recipient made by :func:`recipients`, which validated it, so
+    ``schedule_messages`` need not check a large fan-out twice. A changed copy
+    is a plain :class:`Recipient` again, checked like a hand-built one."""
+
+    __slots__ = ()
+
+    def _replace(self, **changes: Any) -> Recipient:  # type: ignore[override]
+        return Recipient(*self)._replace(**changes)
+
+    def __repr__(self) -> str:
+        return repr(Recipient(*self))
+
+
 def _is_single(value: Any) -> bool:
     return isinstance(value, (str, int, models.Model)) or not isinstance(value, Iterable)
 
@@ -89,7 +111,7 @@ def recipients(messenger: str | MessengerBase, addresses: Any) -> list[Recipient
     messenger_obj = get_registered_messenger_object(alias)
     items = [addresses] if _is_single(addresses) else list(addresses)
     user_model = get_user_model()
-    result = []
+    result: list[Recipient] = []
     for item in items:
         user = item if isinstance(item, user_model) else None
         address = messenger_obj.get_address(item)
@@ -97,7 +119,9 @@ def recipients(messenger: str | MessengerBase, addresses: Any) -> list[Recipient
             raise InvalidRecipient(f"user {user} has no address for messenger {alias!r}")
         if address is None:
             raise InvalidRecipient(f"{item!r} has no address for messenger {alias!r}")
-        result.append(Recipient(alias, messenger_obj.validate_address(address), user))
+        if user is not None and user.pk is None:
+            raise InvalidRecipient(f"user {user} is not saved")
+        result.append(_CheckedRecipient(alias, check_address(messenger_obj, address), user))
     return result
 
 
@@ -109,20 +133,24 @@ def _normalize_messages(messages: Any) -> list[MessageBase]:
         if isinstance(message, str):
             message = PlainTextMessage(message)
         if not isinstance(message, MessageBase):
-            raise TypeError(f"{message!r} is neither a string nor a MessageBase instance")
+            raise NotAMessage(f"{message!r} is neither a string nor a MessageBase instance")
         if not message.alias:
             raise UnknownMessageType(message.alias)
         if get_registered_message_type(message.alias) is not type(message):
             raise UnknownMessageType(f"{message.alias} ({type(message).__name__})")
         result.append(message)
     if not result:
-        raise ValueError("schedule_messages() was given no message")
+        raise InvalidArgument("schedule_messages() was given no message")
     return result
 
 
 def _normalize_recipients(recipients_: Any) -> list[Recipient]:
     if isinstance(recipients_, Recipient):
         recipients_ = [recipients_]
+    if isinstance(recipients_, (str, bytes)) or not isinstance(recipients_, Iterable):
+        raise InvalidRecipient(
+            f"{recipients_!r} is not a list of recipients: build them with recipients(messenger, addresses)"
+        )
     flat: list[Recipient] = []
     for item in recipients_:
         if isinstance(item, Recipient):
@@ -135,9 +163,8 @@ def _normalize_recipients(recipients_: Any) -> list[Recipient]:
             )
     if not flat:
         raise NoRecipients("the recipient list is empty")
-    for alias in {r.messenger for r in flat}:
-        get_registered_messenger_object(alias)
-    return flat
+    # Hand-built Recipient tuples get the checks recipients() does.
+    return [r if type(r) is _CheckedRecipient else check_recipient(r) for r in flat]
 
 
 def _subscribers(message: MessageBase) -> list[Recipient]:
@@ -189,8 +216,7 @@ def schedule_messages(
                 raise InvalidRecipient(
                     f"message type {message.alias!r} cannot be sent through {recipient.messenger!r}"
                 )
-    if sender is not None and not isinstance(sender, get_user_model()):
-        raise TypeError(f"sender must be a user or None, not {type(sender).__name__}")
+    check_schedule(message_objs, sender, priority, send_at, idempotency_key)
 
     keys = [_idempotency_key(idempotency_key, i) for i in range(len(message_objs))]
     if idempotency_key:

@@ -31,6 +31,39 @@ class NoRecipients(DispatcherError, ValueError):
     """``schedule_messages`` was given no one to send to."""
 
 
+class InvalidArgument(DispatcherError, ValueError):
+    """An argument that cannot be stored as given.
+
+    Checked in Python before the transaction, so every database refuses the
+    same things: SQLite would store a too-long key that PostgreSQL rejects.
+    """
+
+
+class NotAMessage(InvalidArgument, TypeError):
+    """Something given as a message that is neither a string nor a MessageBase."""
+
+
+class InvalidContext(InvalidArgument):
+    """A message context that cannot be stored as JSON (or holds NUL characters
+    or lone surrogates, which PostgreSQL refuses)."""
+
+
+class InvalidPriority(InvalidArgument):
+    """A priority that is not a whole number in the column's range."""
+
+
+class InvalidSendAt(InvalidArgument):
+    """A ``send_at`` that is not a timezone-aware datetime."""
+
+
+class InvalidIdempotencyKey(InvalidArgument):
+    """An idempotency key that is not a string, or longer than its column."""
+
+
+class InvalidSender(InvalidArgument, TypeError):
+    """A sender that is not a saved user."""
+
+
 class DatabaseUnavailable(DispatcherError, ConnectionError):
     """The database could not be reached; nothing was sent, and the task retries."""
 
@@ -49,9 +82,16 @@ __all__ = [
     "DatabaseUnavailable",
     "DispatcherError",
     "InvalidAddress",
+    "InvalidArgument",
+    "InvalidContext",
+    "InvalidIdempotencyKey",
+    "InvalidPriority",
     "InvalidRecipient",
+    "InvalidSendAt",
+    "InvalidSender",
     "MessageTooLong",
     "NoRecipients",
+    "NotAMessage",
     "UnknownMessageType",
     "UnknownMessenger",
 ]

@@ -38,15 +38,24 @@ def _dispatch_for(token: str, action: str) -> Dispatch:
 
 
 def unsubscribe_dispatch(dispatch: Dispatch) -> int:
-    """Remove the subscription that made this dispatch; returns how many were removed."""
+    """Remove the subscription that made this dispatch; returns how many were removed.
+
+    Only a subscription that existed when the dispatch was created can have
+    made it. One made later (the user subscribed again after this message) is
+    kept: a link stays valid for DISPATCHER_LINK_MAX_AGE, and an old mail's
+    link must not undo a newer choice. The token was issued when the dispatch
+    was rendered, after it was created, so this also spares every subscription
+    made after the token was issued.
+    """
     context = dispatch.message.context
     if context.get("model"):
-        return unsubscribe_dispatch_model_event(dispatch)
+        return unsubscribe_dispatch_model_event(dispatch, made_before=dispatch.created)
     who = Q(recipient_id=dispatch.recipient_id) if dispatch.recipient_id else Q(
         recipient__isnull=True, address=dispatch.address
     )
     return Subscription.objects.filter(
-        who, message_type=dispatch.message.message_type, messenger=dispatch.messenger
+        who, message_type=dispatch.message.message_type, messenger=dispatch.messenger,
+        created__lte=dispatch.created,
     ).delete()[0]
 
 

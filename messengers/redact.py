@@ -25,7 +25,8 @@ _PATTERNS = [
     re.compile(
         r"(Authorization(?::\s*(?:Bearer|Basic|OAuth)?\s*|\s+(?:Bearer|Basic|OAuth)\s+))[^\s,'\"]+", re.I
     ),
-    re.compile(r"(://[^:/\s]+:)[^@/\s]+(@)"),
+    # "scheme://user:password@host", and "scheme://:password@host" (Redis has no user name)
+    re.compile(r"(://[^:/@\s]*:)[^@/\s]+(@)"),
 ]
 
 

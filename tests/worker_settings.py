@@ -7,8 +7,15 @@ broker and SMTP port come from the environment the test fixtures set.
 import json
 import os
 
-from config.settings import *  # noqa: F403
-from config.settings import DISPATCHER_MESSENGERS, INSTALLED_APPS
+# Production settings refuse to start without a secret key (DEBUG is off
+# unless asked for), and redirect plain HTTP to HTTPS. The tests run with
+# DEBUG off, a key of their own and plain HTTP; every process they start
+# (workers, manage.py) inherits these.
+os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-secret-key-" + "x9Qm2vL7pR4tW8zK" * 3)
+os.environ.setdefault("DJANGO_HTTPS", "0")
+
+from config.settings import *  # noqa: E402,F403
+from config.settings import DISPATCHER_MESSENGERS, INSTALLED_APPS  # noqa: E402
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
 

@@ -75,7 +75,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "chart_minutes": CHART_MINUTES,
         "chart": throughput.as_chart_data(),
         "sent_last_hour": throughput.total,
-        "failures": stats.recent_failures(limit, failures_messenger, list(counts)),
+        # A messenger without rows has no failures; and an unknown value (a NUL
+        # byte, say) never reaches the database, which may refuse it.
+        "failures": (stats.recent_failures(limit, failures_messenger, list(counts))
+                     if failures_messenger is None or failures_messenger in counts else []),
         "failures_messenger": failures_messenger,
         "failures_limit": limit,
         "can_retry": request.user.has_perm("dispatcher.change_dispatch"),

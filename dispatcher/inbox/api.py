@@ -31,6 +31,8 @@ from django.db import models, transaction
 from django.db.models import Case, F, Max, Q, When
 from django.utils import timezone
 
+from dispatcher.validation import has_control_characters, is_unstorable
+
 from .exceptions import InvalidMessage, MessageNotFound, MessagePermissionDenied
 from .models import (
     STATUS_ACCEPTED,
@@ -41,6 +43,7 @@ from .models import (
     Status,
 )
 from .moderation import AutoModerator, auto_moderate, clean_moderation, update_replied
+from .notifications import notify_accepted, notify_users
 from .signals import message_read, message_sent, send_after_commit
 
 __all__ = [
@@ -72,17 +75,38 @@ def _visitor_email(value: Any, role: str) -> str:
     return value
 
 
+def _user_pk(user: Any) -> Any:
+    return user.pk if isinstance(user, models.Model) else user
+
+
 def _check_saved(user: Any, role: str) -> None:
     if user.pk is None:
         raise InvalidMessage(f"the {role} {user} is not saved")
 
 
-def _new_message(sender: Any, recipient: Any, subject: str, body: str) -> PrivateMessage:
-    """An unsaved message between users, or a user and a visitor's address."""
+def _checked_text(subject: Any, body: Any) -> tuple[str, str]:
+    """The subject and body as stored, or :class:`InvalidMessage`.
+
+    The subject becomes the notification mail's Subject header, so it is one
+    line: a CR/LF (or any control character) in it is refused here, when the
+    message is written, not left for a messenger to find. Neither may hold
+    what the database cannot store (NUL, a lone surrogate).
+    """
     subject = "" if subject is None else str(subject)
+    body = "" if body is None else str(body)
     if len(subject) > SUBJECT_MAX_LENGTH:
         raise InvalidMessage(f"the subject is longer than {SUBJECT_MAX_LENGTH} characters")
-    message = PrivateMessage(subject=subject, body="" if body is None else str(body))
+    if has_control_characters(subject):
+        raise InvalidMessage("the subject must be one line, without control characters")
+    if is_unstorable(body):
+        raise InvalidMessage("the body holds a NUL character or an invalid (lone surrogate) character")
+    return subject, body
+
+
+def _new_message(sender: Any, recipient: Any, subject: str, body: str) -> PrivateMessage:
+    """An unsaved message between users, or a user and a visitor's address."""
+    subject, body = _checked_text(subject, body)
+    message = PrivateMessage(subject=subject, body=body)
     if _is_user(sender):
         _check_saved(sender, "sender")
         message.sender = sender
@@ -165,8 +189,6 @@ def pm_write(
             if message.is_accepted():
                 update_replied([parent_obj.pk])
         if not skip_notification:
-            from .notifications import notify_users
-
             notify_users([message], [initial_status])
         if message.is_accepted():
             send_after_commit(message_sent, [message])
@@ -209,16 +231,15 @@ def pm_broadcast(
     if not _is_user(sender):
         raise InvalidMessage(f"pm_broadcast() needs a user as sender, not {sender!r}")
     _check_saved(sender, "sender")
-    if subject is not None and len(str(subject)) > SUBJECT_MAX_LENGTH:
-        raise InvalidMessage(f"the subject is longer than {SUBJECT_MAX_LENGTH} characters")
+    subject, body = _checked_text(subject, body)
     users = _as_user_list(recipients)
     if not users:
         return []
     now = timezone.now()
     messages = [
         PrivateMessage(
-            subject="" if subject is None else str(subject),
-            body="" if body is None else str(body),
+            subject=subject,
+            body=body,
             sender=sender,
             recipient=user,
             sent_at=now,
@@ -232,8 +253,6 @@ def pm_broadcast(
     with transaction.atomic():
         PrivateMessage.objects.bulk_create(messages)
         if not skip_notification:
-            from .notifications import notify_accepted
-
             notify_accepted(messages)
         send_after_commit(message_sent, messages)
     return messages
@@ -366,7 +385,7 @@ class MessagingService:
 
     def get_conversation(self, user1: Any, user2: Any, limit: int | None = None,
                          reversed: bool = False, mark_read: bool = False) -> list[PrivateMessage]:
-        """The messages between two users, as ``user1`` sees them.
+        """The messages between two users (or user ids), as ``user1`` sees them.
 
         Oldest first; ``limit`` keeps the first ``limit`` of them, or with
         ``reversed`` the ``limit`` latest, newest first. ``mark_read`` marks
@@ -374,7 +393,9 @@ class MessagingService:
         ``user1`` sent). ``user1``'s own pending messages are included, the
         other side's only once accepted; messages ``user1`` deleted are not.
         """
-        a, b = user1.pk, user2.pk
+        # Either may be a user id: the JSON API asks by id without looking the
+        # user up, so an unknown id answers as a user with no messages does.
+        a, b = _user_pk(user1), _user_pk(user2)
         order = ("-sent_at", "-id") if reversed else ("sent_at", "id")
         qs = (
             PrivateMessage.objects.filter(

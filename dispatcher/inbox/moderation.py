@@ -30,6 +30,7 @@ from django.utils import timezone
 from django.utils.text import Truncator
 
 from .models import REASON_MAX_LENGTH, PrivateMessage, Status
+from .notifications import notify_users
 from .signals import message_sent, send_after_commit
 
 logger = logging.getLogger("dispatcher.inbox.moderation")
@@ -191,8 +192,6 @@ def moderate(
         )
         update_replied(m.parent_id for m in rows)
         if not skip_notification:
-            from .notifications import notify_users
-
             notify_users(rows, initial)
         if accept:
             send_after_commit(message_sent, rows)

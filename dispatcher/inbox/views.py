@@ -4,25 +4,44 @@ Every view answers JSON, for the logged-in user only: an anonymous request
 gets 401, a message the user did not send or receive is a 404 (its existence
 is not revealed), and no response is ever cached (they are per user).
 Reading never changes anything: state changes are POSTs, protected by
-Django's CSRF middleware like any form. GET responses set the CSRF cookie, so
+Django's CSRF check like any form. GET responses set the CSRF cookie, so
 a script that polls ``unread-count`` has the token it needs to POST.
+
+Errors are JSON too, whatever goes wrong: a wrong method (405), a failed
+CSRF check (403), a body too large (413), a malformed body or a bad id
+(400/404), an unknown path under the API (404), and even a bug (500). That is
+why the CSRF check runs here, in :func:`api_view`, and not in the
+middleware, whose failure page is HTML.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.core import signals
+from django.core.exceptions import (
+    BadRequest as DjangoBadRequest,
+)
+from django.core.exceptions import (
+    RequestDataTooBig,
+    SuspiciousOperation,
+    ValidationError,
+)
+from django.http import HttpRequest, HttpResponse, JsonResponse, UnreadablePostError
+from django.http.multipartparser import MultiPartParserError
+from django.middleware.csrf import CsrfViewMiddleware, get_token
+from django.utils.log import log_response
 from django.utils.module_loading import import_string
 from django.views.decorators.cache import never_cache
-from django.views.decorators.csrf import ensure_csrf_cookie
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.csrf import csrf_exempt
+
+from dispatcher.validation import is_unstorable
 
 from .api import Inbox, pm_write
 from .exceptions import InvalidMessage, MessageNotFound, MessagePermissionDenied
@@ -30,6 +49,12 @@ from .models import PrivateMessage
 
 DEFAULT_LIMIT = 50
 DEFAULT_MAX_LIMIT = 100
+#: Largest request body the API reads (bytes); more is a 413 before it is read.
+DEFAULT_MAX_BODY_SIZE = 256 * 1024
+#: Ids are positive BIGINTs: anything else cannot name a row (and would
+#: overflow SQLite's integers rather than find nothing).
+ID_MAX = 2**63 - 1
+_DIGITS = re.compile(r"[0-9]{1,19}")
 
 View = Callable[..., HttpResponse]
 
@@ -38,34 +63,131 @@ class BadRequest(Exception):
     """A query parameter or a field of the request is wrong."""
 
 
+class NotFound(Exception):
+    """The URL names nothing the user may see (a malformed id included)."""
+
+
 def error(status: int, text: str) -> JsonResponse:
     return JsonResponse({"error": text}, status=status)
 
 
+class _CsrfCheck(CsrfViewMiddleware):
+    """Django's CSRF check, answering the reason instead of the HTML failure page."""
+
+    def _reject(self, request: HttpRequest, reason: str) -> Any:
+        return reason
+
+
+def _csrf_failure(request: HttpRequest) -> str | None:
+    check = _CsrfCheck(lambda _request: HttpResponse())
+    check.process_request(request)
+    reason = check.process_view(request, None, (), {})  # type: ignore[arg-type]
+    return reason if isinstance(reason, str) else None
+
+
+def max_body_size() -> int:
+    return getattr(settings, "DISPATCHER_INBOX_API_MAX_BODY_SIZE", DEFAULT_MAX_BODY_SIZE)
+
+
+def _declared_length(request: HttpRequest) -> int:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
+
+
+def _checked(request: HttpRequest, methods: tuple[str, ...], view: View, *args: Any,
+             **kwargs: Any) -> HttpResponse:
+    if request.method not in methods:
+        response = error(405, f"method {request.method} not allowed: use {', '.join(methods)}")
+        response["Allow"] = ", ".join(methods)
+        return response
+    if not request.user.is_authenticated:
+        response = error(401, "authentication required")
+        response["WWW-Authenticate"] = 'Session realm="dispatcher"'
+        return response
+    if _declared_length(request) > max_body_size():
+        return error(413, f"the request body is larger than {max_body_size()} bytes")
+    if request.method in ("GET", "HEAD"):
+        # What ensure_csrf_cookie does, without its check of the body before ours:
+        # the CSRF middleware sets the cookie, so a script has a token to POST with.
+        get_token(request)
+    else:
+        reason = _csrf_failure(request)
+        if reason is not None:
+            return error(403, f"CSRF check failed: {reason}")
+    return view(request, *args, **kwargs)
+
+
 def api_view(*methods: str) -> Callable[[View], View]:
-    """JSON view for an authenticated user: 401 otherwise, errors as JSON, never cached."""
+    """JSON view for an authenticated user: 401 otherwise, every error as JSON, never cached."""
 
     def decorate(view: View) -> View:
         @wraps(view)
         def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            if not request.user.is_authenticated:
-                response = error(401, "authentication required")
-                response["WWW-Authenticate"] = 'Session realm="dispatcher"'
-                return response
             try:
-                return view(request, *args, **kwargs)
+                return _checked(request, methods, view, *args, **kwargs)
             except MessageNotFound:
                 return error(404, "no such message")
+            except NotFound as exc:
+                return error(404, str(exc))
             except MessagePermissionDenied as exc:
                 return error(403, str(exc))
             except (BadRequest, InvalidMessage) as exc:
                 return error(400, str(exc))
+            except RequestDataTooBig:
+                return error(413, "the request body is too large")
+            except (SuspiciousOperation, DjangoBadRequest, MultiPartParserError, UnreadablePostError):
+                return error(400, "the request body cannot be read")
+            except Exception as exc:
+                return _server_error(request, exc)
 
-        if "GET" in methods:
-            wrapped = ensure_csrf_cookie(wrapped)
-        return never_cache(require_http_methods(list(methods))(wrapped))
+        # The CSRF check runs in _checked, answering JSON.
+        return csrf_exempt(never_cache(wrapped))
 
     return decorate
+
+
+def _server_error(request: HttpRequest, exc: Exception) -> HttpResponse:
+    """A bug: reported as Django reports one (the log, mails to ADMINS, the
+    test client), but answered in JSON like everything under the API."""
+    signals.got_request_exception.send(sender=None, request=request)
+    response = error(500, "internal error")
+    log_response("%s: %s", response.reason_phrase, request.path, response=response, request=request,
+                 exception=exc)
+    return response
+
+
+@csrf_exempt
+@never_cache
+def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    """Any other path under the API: a JSON 404, not the site's HTML page."""
+    return error(404, "no such endpoint")
+
+
+def parse_id(value: Any, what: str) -> int:
+    """A positive whole number (an int, or its decimal digits), else BadRequest.
+
+    ``1.5``, ``true``, ``"1e3"``, ``"-1"`` and ``" 2"`` are not ids: the
+    database would otherwise round, cast or overflow them into another row.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and _DIGITS.fullmatch(value):
+        number = int(value)
+    else:
+        raise BadRequest(f"{what} must be a whole number")
+    if not 1 <= number <= ID_MAX:
+        raise BadRequest(f"{what} must be between 1 and {ID_MAX}")
+    return number
+
+
+def _url_id(value: str, what: str = "message") -> int:
+    """An id from the URL; a malformed one names nothing: 404, as an unknown one."""
+    try:
+        return parse_id(value, "id")
+    except BadRequest:
+        raise NotFound(f"no such {what}") from None
 
 
 def _side(message: PrivateMessage, user: Any) -> str:
@@ -103,10 +225,9 @@ def _limit(request: HttpRequest) -> int:
     raw = request.GET.get("limit")
     if raw in (None, ""):
         return min(DEFAULT_LIMIT, maximum)
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise BadRequest("limit must be a whole number") from None
+    if not _DIGITS.fullmatch(raw):
+        raise BadRequest("limit must be a whole number")
+    limit = int(raw)
     if not 1 <= limit <= maximum:
         raise BadRequest(f"limit must be between 1 and {maximum}")
     return limit
@@ -146,24 +267,24 @@ def message_list(request: HttpRequest) -> HttpResponse:
 
 
 @api_view("GET")
-def message_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def message_detail(request: HttpRequest, pk: str) -> HttpResponse:
     """One message the user sent or received. Reading it here does not mark it
     read (a GET changes nothing): POST to ``mark-read`` for that."""
-    message = Inbox.get_message(pk, request.user)
+    message = Inbox.get_message(_url_id(pk), request.user)
     return JsonResponse({"message": serialize(message, request.user)})
 
 
 @api_view("GET")
-def thread(request: HttpRequest, pk: int) -> HttpResponse:
+def thread(request: HttpRequest, pk: str) -> HttpResponse:
     """The conversation the message belongs to, oldest first."""
-    messages = Inbox.thread(request.user, pk)
+    messages = Inbox.thread(request.user, _url_id(pk))
     return JsonResponse({"messages": [serialize(m, request.user) for m in messages]})
 
 
 @api_view("POST")
-def mark_read(request: HttpRequest, pk: int) -> HttpResponse:
+def mark_read(request: HttpRequest, pk: str) -> HttpResponse:
     """Mark a received message read (only its recipient may: 403 for its sender)."""
-    message = Inbox.get_message(pk, request.user)  # 404 for anyone else
+    message = Inbox.get_message(_url_id(pk), request.user)  # 404 for anyone else
     Inbox.mark_as_read(message, request.user)
     message.refresh_from_db(fields=["read_at"])
     return JsonResponse({"message": serialize(message, request.user)})
@@ -171,8 +292,8 @@ def mark_read(request: HttpRequest, pk: int) -> HttpResponse:
 
 def _side_action(change: Callable[[Any, Any], int]) -> View:
     @api_view("POST")
-    def view(request: HttpRequest, pk: int) -> HttpResponse:
-        message = Inbox.get_message(pk, request.user)
+    def view(request: HttpRequest, pk: str) -> HttpResponse:
+        message = Inbox.get_message(_url_id(pk), request.user)
         change(request.user, message)
         message.refresh_from_db()
         return JsonResponse({"message": serialize(message, request.user)})
@@ -190,7 +311,7 @@ def _payload(request: HttpRequest) -> dict[str, Any]:
     if request.content_type == "application/json":
         try:
             data = json.loads(request.body or b"{}")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
             raise BadRequest("the body is not valid JSON") from None
         if not isinstance(data, dict):
             raise BadRequest("the body must be a JSON object")
@@ -198,15 +319,30 @@ def _payload(request: HttpRequest) -> dict[str, Any]:
     return request.POST.dict()
 
 
+def _text(data: dict[str, Any], name: str) -> str:
+    """A string field (empty when absent), refused when the database could not store it."""
+    value = data.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise BadRequest(f"{name} must be a string")
+    if is_unstorable(value):
+        raise BadRequest(f"{name} holds a NUL character or an invalid (lone surrogate) character")
+    return value
+
+
 def _recipient(data: dict[str, Any]) -> Any:
+    """The active user named by ``recipient_id`` or ``recipient``; the same
+    answer for an unknown and an inactive user."""
     user_model = get_user_model()
     users = user_model._default_manager.filter(is_active=True)
     try:
         if data.get("recipient_id") not in (None, ""):
-            return users.get(pk=data["recipient_id"])
-        if data.get("recipient") not in (None, ""):
-            return users.get(**{user_model.USERNAME_FIELD: data["recipient"]})
-    except (user_model.DoesNotExist, ValueError, TypeError, ValidationError):
+            return users.get(pk=parse_id(data["recipient_id"], "recipient_id"))
+        username = _text(data, "recipient")
+        if username:
+            return users.get(**{user_model.USERNAME_FIELD: username})
+    except (user_model.DoesNotExist, ValidationError):
         raise BadRequest("no such recipient") from None
     return None
 
@@ -231,16 +367,14 @@ def send(request: HttpRequest) -> HttpResponse:
     recipient = _recipient(data)
     parent = None
     if data.get("parent") not in (None, ""):
-        parent = Inbox.get_message(data["parent"], user)
+        parent = Inbox.get_message(parse_id(data["parent"], "parent"), user)
         if recipient is None:
             recipient = parent.recipient if parent.sender_id == user.pk else parent.sender
     if recipient is None:
         raise BadRequest("recipient or recipient_id is required")
     if recipient.pk == user.pk:
         raise BadRequest("you cannot write to yourself")
-    subject, body = data.get("subject") or "", data.get("body") or ""
-    if not (isinstance(subject, str) and isinstance(body, str)):
-        raise BadRequest("subject and body must be strings")
+    subject, body = _text(data, "subject"), _text(data, "body")
     if not (subject.strip() or body.strip()):
         raise BadRequest("a message needs a subject or a body")
     message = pm_write(user, recipient, subject, body, auto_moderators=auto_moderators() or None,
@@ -263,12 +397,12 @@ def conversations(request: HttpRequest) -> HttpResponse:
 @api_view("GET")
 def conversation(request: HttpRequest, user_id: str) -> HttpResponse:
     """The messages between the user and ``user_id``; ``?limit`` (bounded) and
-    ``?reversed`` (the latest first), as directmessages' ``get_conversation``."""
-    user_model = get_user_model()
-    try:
-        other = user_model._default_manager.get(pk=user_id)
-    except (user_model.DoesNotExist, ValueError, TypeError, ValidationError):
-        return error(404, "no such user")
-    messages = Inbox.get_conversation(request.user, other, limit=_limit(request),
+    ``?reversed`` (the latest first), as directmessages' ``get_conversation``.
+
+    The other user is never looked up: an unknown, inactive or unrelated user
+    id all answer an empty list, so the answer does not tell whether a user
+    with that id exists.
+    """
+    messages = Inbox.get_conversation(request.user, _url_id(user_id, "user"), limit=_limit(request),
                                       reversed=_flag(request, "reversed"))
     return JsonResponse({"messages": [serialize(m, request.user) for m in messages]})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import subprocess
 import sys
 
@@ -75,7 +76,8 @@ def test_bad_arguments_fail():
 
 def test_exits_non_zero_on_error():
     # A database that is not there: the command must fail loudly, not print "deleted 0".
-    env = {"DATABASE_URL": "postgres://nobody@127.0.0.1:1/none", "PATH": "/usr/bin:/bin"}
+    env = {"DATABASE_URL": "postgres://nobody@127.0.0.1:1/none", "PATH": "/usr/bin:/bin",
+           "DJANGO_SECRET_KEY": os.environ["DJANGO_SECRET_KEY"]}
     proc = subprocess.run(
         [sys.executable, "manage.py", "inbox_cleanup", "--days", "1"],
         capture_output=True, text=True, env=env, timeout=60, cwd=BASE,

@@ -13,3 +13,10 @@ class TestAppConfig(AppConfig):
         from .message_types import HelloMessage, NewsletterMessage, SecurityAlertMessage
 
         register_message_types(HelloMessage, NewsletterMessage, SecurityAlertMessage)
+
+        # What a Profile notification may show, and to whom (the settings only name the model).
+        from dispatcher.model_events import watch_model
+
+        from .watching import PROFILE_FIELDS, may_watch_profile
+
+        watch_model("testapp.profile", fields=PROFILE_FIELDS, permission=may_watch_profile)

@@ -33,10 +33,14 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
+        # A development run: DEBUG on in every process unless the environment
+        # says otherwise (settings keep it off by default, for production).
+        env = {**os.environ}
+        env.setdefault("DJANGO_DEBUG", "1")
         for name, cmd in commands.items():
             # Own process group each, so Ctrl-C reaches them only through us
             # and we can stop every child of theirs too.
-            procs[name] = subprocess.Popen(cmd, start_new_session=True)
+            procs[name] = subprocess.Popen(cmd, start_new_session=True, env=env)
         self.stdout.write(
             f"\nDispatcher is running:\n"
             f"  admin      http://{options['addr']}/admin/  (create a login with: "
