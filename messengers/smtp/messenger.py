@@ -19,7 +19,7 @@ from ..exceptions import (
     PermanentError,
     TemporaryError,
 )
-from ..redact import redact, register_secret
+from ..redact import redact
 from .compose import (
     EMAIL_RE,
     BounceAddress,
@@ -78,7 +78,7 @@ class SMTPMessenger(MessengerBase):
     alias = "smtp"
     title = "E-mail"
     capabilities = frozenset({"text", "email"})
-    secret_options = ("password",)
+    secret_options = ("password", "dkim_private_key")
 
     def __init__(
         self,
@@ -135,7 +135,7 @@ class SMTPMessenger(MessengerBase):
             if not dkim_selector:
                 raise MessengerConfigurationError("smtp: dkim_key needs dkim_selector")
             self.dkim = DKIMSigner(dkim_selector, dkim_domain or self.sender.domain, dkim_key, dkim_key_file)
-            register_secret(self.dkim.key.decode("ascii", "replace"))
+            self.dkim_private_key = self.dkim.key.decode("ascii", "replace")  # masked: a secret option
         self.bounce = BounceAddress(bounce_address) if bounce_address else None
         self.connection: smtplib.SMTP | None = None
         #: set while a transaction is open on ``connection``: such a connection is never kept
