@@ -6,14 +6,11 @@ import importlib
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
-from django.contrib.auth import get_user_model
 from django.db import IntegrityError, models, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
-
-from messengers.base import MessengerBase
 
 from .bulk import create_dispatches
 from .exceptions import (
@@ -24,9 +21,11 @@ from .exceptions import (
     NotAMessage,
     UnknownMessageType,
 )
+from .fanout import FanOut, schedule_stream
 from .messages import UNSUBSCRIBABLE, MessageBase, PlainTextMessage
 from .models import Dispatch, Message, Subscription
 from .publish import publish
+from .recipients import Recipient, RecipientStream, _CheckedRecipient, recipient_stream, recipients
 from .registry import (
     get_registered_message_type,
     get_registered_message_types,
@@ -36,10 +35,11 @@ from .registry import (
     register_messenger_objects,
 )
 from .scheduled import send_scheduled_messages
-from .validation import check_address, check_recipient, check_schedule
+from .validation import check_recipient, check_schedule
 
 __all__ = [
     "Inbox",
+    "FanOut",
     "Recipient",
     "cancel",
     "get_registered_message_types",
@@ -47,6 +47,7 @@ __all__ = [
     "get_registered_messenger_objects",
     "pm_broadcast",
     "pm_write",
+    "recipient_stream",
     "recipients",
     "register_message_types",
     "register_messenger_objects",
@@ -71,58 +72,6 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-class Recipient(NamedTuple):
-    """One address for one messenger, and the user it belongs to, if any."""
-
-    messenger: str
-    address: str
-    user: Any = None
-
-
-class _CheckedRecipient(Recipient):
-    """A recipient made by :func:`recipients`, which validated it, so
-    ``schedule_messages`` need not check a large fan-out twice. A changed copy
-    is a plain :class:`Recipient` again, checked like a hand-built one."""
-
-    __slots__ = ()
-
-    def _replace(self, **changes: Any) -> Recipient:  # type: ignore[override]
-        return Recipient(*self)._replace(**changes)
-
-    def __repr__(self) -> str:
-        return repr(Recipient(*self))
-
-
-def _is_single(value: Any) -> bool:
-    return isinstance(value, (str, int, models.Model)) or not isinstance(value, Iterable)
-
-
-def recipients(messenger: str | MessengerBase, addresses: Any) -> list[Recipient]:
-    """Recipients for ``messenger``: one address or user, or a list of them.
-
-    Users are turned into addresses by the messenger's ``get_address``.
-    Raises :class:`UnknownMessenger`, :class:`InvalidRecipient` or
-    :class:`InvalidAddress` with the reason.
-    """
-    # A messenger object must be registered too: workers find it by alias.
-    alias = messenger.alias if isinstance(messenger, MessengerBase) else messenger
-    messenger_obj = get_registered_messenger_object(alias)
-    items = [addresses] if _is_single(addresses) else list(addresses)
-    user_model = get_user_model()
-    result: list[Recipient] = []
-    for item in items:
-        user = item if isinstance(item, user_model) else None
-        address = messenger_obj.get_address(item)
-        if user is not None and address in (None, ""):
-            raise InvalidRecipient(f"user {user} has no address for messenger {alias!r}")
-        if address is None:
-            raise InvalidRecipient(f"{item!r} has no address for messenger {alias!r}")
-        if user is not None and user.pk is None:
-            raise InvalidRecipient(f"user {user} is not saved")
-        result.append(_CheckedRecipient(alias, check_address(messenger_obj, address), user))
-    return result
 
 
 def _normalize_messages(messages: Any) -> list[MessageBase]:
@@ -188,8 +137,11 @@ def schedule_messages(
     priority: int | None = None,
     send_at: datetime | None = None,
     idempotency_key: str | None = None,
-) -> list[tuple[Message, list[Dispatch]]]:
+) -> Any:
     """Schedule one or more messages to recipients; returns ``(message, dispatches)`` pairs.
+
+    Given a :func:`recipient_stream` (an audience of any size), it writes in
+    chunks and returns a :class:`~dispatcher.fanout.FanOut` summary instead.
 
     ``messages`` is a string (a plain-text message), a MessageBase instance, or
     a list of them. Everything is validated first; then the Message and
@@ -199,6 +151,12 @@ def schedule_messages(
     of the first one and writes nothing.
     """
     message_objs = _normalize_messages(messages)
+    if isinstance(recipients, RecipientStream):
+        if len(message_objs) != 1:
+            raise InvalidRecipient("a recipient stream takes one message at a time")
+        check_schedule(message_objs, sender, priority, send_at, idempotency_key)
+        _check_length(message_objs[0], {recipients.messenger})
+        return schedule_stream(message_objs[0], recipients, sender, priority, send_at, idempotency_key)
     if recipients is None:
         # No recipients: the subscribers of each message's type.
         per_message = [_subscribers(m) for m in message_objs]

@@ -42,8 +42,47 @@ def create_dispatches(
     return Dispatch.objects.bulk_create(dispatches, batch_size=BULK_BATCH_SIZE)
 
 
+def insert_dispatches(
+    message: Message,
+    targets: Sequence[Any],
+    due: datetime,
+    queued_at: datetime | None,
+    now: datetime,
+) -> int:
+    """Insert the dispatches and return how many, building no objects: the
+    writer of fan-outs too large to return (see :mod:`dispatcher.fanout`)."""
+    if connection.vendor == "postgresql":
+        return len(_copy_rows(message, targets, due, queued_at, now))
+    Dispatch.objects.bulk_create(
+        [Dispatch(message=message, messenger=t[0], recipient=t[2], address=t[1],
+                  next_attempt_at=due, queued_at=queued_at, created=now) for t in targets],
+        batch_size=BULK_BATCH_SIZE,
+    )
+    return len(targets)
+
+
 def _copy(message: Message, targets: Sequence[Any], due: datetime, queued_at: datetime | None,
           now: datetime) -> list[Dispatch]:
+    ids = _copy_rows(message, targets, due, queued_at, now)
+    status = str(Dispatch.Status.PENDING)
+    alias = connection.alias
+    # 100,000 new objects would trigger the cyclic GC over and over while none
+    # of them can be garbage yet: pause it while they are built.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return [
+            _instance(pk, message, messenger, address, user, status, due, queued_at, now, alias)
+            for pk, (messenger, address, user) in zip(ids, targets, strict=True)
+        ]
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _copy_rows(message: Message, targets: Sequence[Any], due: datetime, queued_at: datetime | None,
+               now: datetime) -> list[int]:
+    """COPY the rows in; their ids, taken from the sequence in one query."""
     table = Dispatch._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
@@ -65,19 +104,7 @@ def _copy(message: Message, targets: Sequence[Any], due: datetime, queued_at: da
                         ids[start : start + 10_000], targets[start : start + 10_000], strict=True
                     )
                 ))
-    alias = connection.alias
-    # 100,000 new objects would trigger the cyclic GC over and over while none
-    # of them can be garbage yet: pause it while they are built.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return [
-            _instance(pk, message, messenger, address, user, status, due, queued_at, now, alias)
-            for pk, (messenger, address, user) in zip(ids, targets, strict=True)
-        ]
-    finally:
-        if gc_was_enabled:
-            gc.enable()
+    return ids
 
 
 NULL = "\\N"
