@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from celery import current_app
 from django.conf import settings
@@ -23,6 +23,11 @@ from .queues import DELIVER_TASK, dispatch_queue
 __all__ = ["DELIVER_TASK", "batch_size_for", "dispatch_queue", "publish"]
 
 logger = logging.getLogger("dispatcher.publish")
+
+#: Set by :func:`dispatcher.testing.deliver_inline` (tests only): publish()
+#: then hands each batch, ``(alias, ids)``, to this callable in the calling
+#: process instead of sending a task to the broker. None everywhere else.
+local_delivery: Callable[[str, list[int]], object] | None = None
 
 
 def batch_size_for(count: int) -> int:
@@ -56,6 +61,10 @@ def publish(pairs: Iterable[tuple[str, int]], batch_size: int | None = None, str
         for size in [batch_size or batch_size_for(len(ids))]
         for start in range(0, len(ids), size)
     ]
+    if local_delivery is not None:
+        for alias, chunk in chunks:
+            local_delivery(alias, chunk)
+        return len(chunks)
     published = 0
     try:
         # One producer (one connection) for the whole fan-out.
