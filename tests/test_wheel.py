@@ -200,6 +200,11 @@ def test_the_readme_testing_example_passes_in_the_site_with_the_installed_plugin
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"plugins: .*dispatcher-\d", result.stdout), result.stdout  # the entry point
     assert re.search(r"\b3 passed\b", result.stdout), result.stdout
+    # Django's own runner takes the TestCase (the mixin) from the same file.
+    result = subprocess.run([site.python, "manage.py", "test", "myapp", "-v", "2"],
+                            cwd=site.root, env=site.env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "InvitationTests" in result.stderr and "Ran 1 test" in result.stderr, result.stderr
 
 
 def test_the_dev_runner_runs_the_sites_own_celery_app(site):
