@@ -7,8 +7,9 @@ class DispatcherConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import registry
+        from . import conf, registry
 
+        conf.apply_defaults()  # settings a site left unset (dispatcher/conf.py)
         # Messengers from settings.DISPATCHER_MESSENGERS and the built-in
         # message types. Apps register their own in their AppConfig.ready().
         registry.load_from_settings()

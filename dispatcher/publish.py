@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from celery import current_app
 from django.conf import settings
@@ -23,6 +23,11 @@ from .queues import DELIVER_TASK, broker_priority, dispatch_queue
 __all__ = ["DELIVER_TASK", "batch_size_for", "dispatch_queue", "publish"]
 
 logger = logging.getLogger("dispatcher.publish")
+
+#: Set by :func:`dispatcher.testing.deliver_inline` (tests only): publish()
+#: then hands each batch, ``(alias, ids)``, to this callable in the calling
+#: process instead of sending a task to the broker. None everywhere else.
+local_delivery: Callable[[str, list[int]], object] | None = None
 
 
 def batch_size_for(count: int) -> int:
@@ -50,7 +55,7 @@ def publish(
     the same rows again. ``priority`` is the messages' priority (higher is
     more urgent), passed to the broker so their tasks go ahead of a backlog.
     """
-    if not getattr(settings, "DISPATCHER_PUBLISH_TASKS", True):
+    if not settings.DISPATCHER_PUBLISH_TASKS:
         return 0  # cron mode: dispatcher_send_scheduled delivers, no broker is used
     by_alias: dict[str, list[int]] = defaultdict(list)
     for alias, pk in pairs:
@@ -61,6 +66,10 @@ def publish(
         for size in [batch_size or batch_size_for(len(ids))]
         for start in range(0, len(ids), size)
     ]
+    if local_delivery is not None:
+        for alias, chunk in chunks:
+            local_delivery(alias, chunk)
+        return len(chunks)
     published = 0
     urgency = broker_priority(priority, current_app.conf.broker_url or "")
     try:

@@ -6,6 +6,7 @@ import pytest
 from django.conf import settings
 
 from dispatcher import registry
+from dispatcher.pytest_plugin import notifications  # noqa: F401  (a site gets it through the pytest11 entry point)
 from dispatcher.registry import register_messenger_objects
 from messengers.smtp import SMTPMessenger
 from tests.services import SMTPServer, Worker, purge_broker, worker_env

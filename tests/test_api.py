@@ -44,7 +44,7 @@ def test_plain_string_becomes_plain_text_message():
     assert dispatches[0].pk is not None
 
 
-def test_several_messages_and_messengers():
+def test_several_messages_and_messengers(notifications):
     result = schedule_messages(
         [PlainTextMessage("one"), "two"],
         recipients("smtp", ["a@example.org", "b@example.org"]) + recipients("mymessenger", "x"),
@@ -52,6 +52,12 @@ def test_several_messages_and_messengers():
     assert [m.context["text"] for m, _ in result] == ["one", "two"]
     assert all(len(ds) == 3 for _, ds in result)
     assert Dispatch.objects.count() == 6
+    # Each address got each message, through its own messenger.
+    assert sorted((n.messenger, n.address, n.text) for n in notifications) == [
+        ("mymessenger", "x", "one"), ("mymessenger", "x", "two"),
+        ("smtp", "a@example.org", "one"), ("smtp", "a@example.org", "two"),
+        ("smtp", "b@example.org", "one"), ("smtp", "b@example.org", "two"),
+    ]
 
 
 def test_users_are_resolved_through_get_address(django_user_model):

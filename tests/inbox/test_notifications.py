@@ -63,7 +63,7 @@ def test_a_visitor_is_notified_by_smtp_whatever_the_setting(users, settings, smt
     assert "Hello," in mail.get_content()  # no user to greet by name
 
 
-def test_the_messenger_setting_may_follow_each_users_preference(users, settings):
+def test_the_messenger_setting_may_follow_each_users_preference(users, settings, notifications):
     settings.DISPATCHER_INBOX_NOTIFY_MESSENGER = (
         lambda user: "mymessenger" if user.username == "cat" else None
     )
@@ -71,6 +71,10 @@ def test_the_messenger_setting_may_follow_each_users_preference(users, settings)
     assert sorted(Dispatch.objects.values_list("messenger", "address")) == [
         ("mymessenger", "cat--address"), ("smtp", "bob@example.org")
     ]
+    [to_cat] = notifications.sent("mymessenger", to=users.cat)
+    [to_bob] = notifications.sent("smtp", to=users.bob)
+    assert "Hello cat," in to_cat.text and "Hello bob," in to_bob.text
+    assert to_bob.subject == "New message from ann: Hi"
 
 
 def test_users_who_cannot_be_notified_still_get_the_message(users, django_user_model, settings, caplog):

@@ -1,0 +1,45 @@
+"""Defaults of the dispatcher's settings, for sites that do not set them.
+
+A site installs the app and sets what it needs (``DISPATCHER_MESSENGERS``,
+``SITE_URL``); every other setting the engine reads has the value below until
+the site's settings say otherwise. The repository's own ``config/settings.py``
+reads each of them from the environment, with these same defaults.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    #: Absolute base of links in messages (unsubscribe, mark read).
+    "SITE_URL": "http://127.0.0.1:8000",
+    "DISPATCHER_MESSENGERS": {},
+    "DISPATCHER_BATCH_SIZE": 500,
+    "DISPATCHER_MIN_BATCH_SIZE": 20,
+    "DISPATCHER_FANOUT_TASKS": 64,
+    "DISPATCHER_LEASE_SECONDS": 300,
+    "DISPATCHER_DB_RETRY_MAX": 2.0,
+    "DISPATCHER_DB_RETRY_FOR": 600.0,
+    #: False for a site without Celery, delivering with dispatcher_send_scheduled from cron.
+    "DISPATCHER_PUBLISH_TASKS": True,
+    "DISPATCHER_FLUSH_EVERY": 20,
+    "DISPATCHER_FLUSH_SECONDS": 2.0,
+    "DISPATCHER_REQUEUE_AFTER": 300,
+    "DISPATCHER_RETRY_LIMIT": 8,
+    "DISPATCHER_RETRY_BASE": 30.0,
+    "DISPATCHER_RETRY_MAX": 3600.0,
+    "DISPATCHER_CLEANUP_DAYS": 30,
+    "DISPATCHER_SWEEP_INTERVAL": 30,
+    "DISPATCHER_LINK_MAX_AGE": 60 * 60 * 24 * 60,
+    "DISPATCHER_WATCHED_MODELS": [],
+}
+
+
+def apply_defaults() -> None:
+    """Give every setting the site left unset its default (called by the app's ``ready()``)."""
+    for name, value in DEFAULTS.items():
+        if not hasattr(settings, name):
+            setattr(settings, name, copy.deepcopy(value))
