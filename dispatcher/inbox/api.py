@@ -384,11 +384,13 @@ class MessagingService:
         return result
 
     def get_conversation(self, user1: Any, user2: Any, limit: int | None = None,
-                         reversed: bool = False, mark_read: bool = False) -> list[PrivateMessage]:
+                         newest_first: bool = False, mark_read: bool = False,
+                         **seed_names: bool) -> list[PrivateMessage]:
         """The messages between two users (or user ids), as ``user1`` sees them.
 
         Oldest first; ``limit`` keeps the first ``limit`` of them, or with
-        ``reversed`` the ``limit`` latest, newest first. ``mark_read`` marks
+        ``newest_first`` the ``limit`` latest, newest first (django-directmessages
+        calls it ``reversed``, and ``reversed=True`` is accepted). ``mark_read`` marks
         the returned messages addressed to ``user1`` read (never the ones
         ``user1`` sent). ``user1``'s own pending messages are included, the
         other side's only once accepted; messages ``user1`` deleted are not.
@@ -396,7 +398,11 @@ class MessagingService:
         # Either may be a user id: the JSON API asks by id without looking the
         # user up, so an unknown id answers as a user with no messages does.
         a, b = _user_pk(user1), _user_pk(user2)
-        order = ("-sent_at", "-id") if reversed else ("sent_at", "id")
+        if "reversed" in seed_names:
+            newest_first = seed_names.pop("reversed")
+        if seed_names:
+            raise TypeError(f"get_conversation() got unexpected keyword arguments {sorted(seed_names)}")
+        order = ("-sent_at", "-id") if newest_first else ("sent_at", "id")
         qs = (
             PrivateMessage.objects.filter(
                 Q(sender=a, recipient=b, sender_deleted_at__isnull=True)

@@ -404,5 +404,5 @@ def conversation(request: HttpRequest, user_id: str) -> HttpResponse:
     with that id exists.
     """
     messages = Inbox.get_conversation(request.user, _url_id(user_id, "user"), limit=_limit(request),
-                                      reversed=_flag(request, "reversed"))
+                                      newest_first=_flag(request, "reversed"))
     return JsonResponse({"messages": [serialize(m, request.user) for m in messages]})

@@ -129,6 +129,11 @@ def test_get_conversation_order_limit_reversed(users):
         "m4", "m3"
     ]
     assert [m.body for m in Inbox.get_conversation(users.bob, users.ann, reversed=True)] == texts[::-1]
+    # Our name for it, and the seed's positional form, give the same.
+    assert [m.body for m in Inbox.get_conversation(users.bob, users.ann, newest_first=True)] == texts[::-1]
+    assert [m.body for m in Inbox.get_conversation(users.bob, users.ann, 2, True)] == ["m4", "m3"]
+    with pytest.raises(TypeError, match="reverse"):
+        Inbox.get_conversation(users.bob, users.ann, reverse=True)
 
 
 def test_get_conversation_mark_read_marks_only_messages_to_user1(users):
