@@ -37,6 +37,7 @@ def test_text_is_posted_as_message_to_the_token_page(fake):
     assert (request.method, request.path) == ("POST", f"/{VERSION}/me/feed")
     assert request.form == {"message": "Hi there!", "access_token": PAGE_TOKEN}
     assert "access_token" not in request.url  # the token travels in the body
+    assert dispatch.result["post_id"].endswith("_1")  # the Graph API's id of the post
 
 
 def test_a_url_is_posted_as_link_to_the_configured_page_with_appsecret_proof(fake):

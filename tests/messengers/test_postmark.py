@@ -38,6 +38,8 @@ def test_html_email_to_a_user(fake, django_user_model):
     assert email["HtmlBody"] == "<p>Hello <b>you</b></p>" and email["TextBody"] == "Hello you"
     assert email["MessageStream"] == "outbound"
     assert email["Metadata"] == {"dispatch_id": str(dispatch.pk)}
+    # Postmark's MessageID is kept: delivery receipts are matched by it.
+    assert set(dispatch.result) == {"message_id"} and len(dispatch.result["message_id"]) == 36  # a UUID
 
 
 def test_inactive_recipient_is_permanent(fake):

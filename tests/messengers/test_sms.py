@@ -32,6 +32,8 @@ def test_sms_is_sent_with_basic_auth(fake):
     assert (request.method, request.path) == ("POST", f"/2010-04-01/Accounts/{SID}/Messages.json")
     assert request.headers["authorization"].startswith("Basic ")
     assert request.form == {"To": "+4915112345678", "From": "+15005550006", "Body": "Your code is 1234"}
+    # Twilio's message SID is kept: status callbacks are matched by it.
+    assert dispatch.result["status"] == "queued" and dispatch.result["sid"].startswith("SM")
 
 
 def test_messaging_service_instead_of_a_from_number(fake):
@@ -73,3 +75,13 @@ def test_wrong_auth_token_is_permanent(fake):
     [dispatch] = deliver("sms", "Hi", "+15551230000")
     assert dispatch.status == "failed"
     assert "error 20003" in errors(dispatch)[0].text
+
+
+def test_a_text_over_1600_characters_is_refused_at_scheduling_and_nothing_is_written(fake):
+    from dispatcher.api import recipients, schedule_messages
+    from dispatcher.exceptions import MessageTooLong
+    from dispatcher.models import Dispatch
+
+    with pytest.raises(MessageTooLong, match="1601 characters; messenger 'sms' takes at most 1600"):
+        schedule_messages("x" * 1601, recipients("sms", "+4915112345678"))
+    assert not Dispatch.objects.exists() and fake.server.received == []

@@ -164,6 +164,8 @@ def test_migrated_group_is_followed_and_recorded(fake, caplog):
     assert [p["chat_id"] for p in fake.sent] == [-1009999]
     assert seen == [(-100, -1009999, dispatch.pk)]
     assert "chat -100 became supergroup -1009999" in caplog.text
+    # The migration is kept on the dispatch, with the message id Telegram gave.
+    assert dispatch.result == {"message_ids": [1], "chat_id": -1009999, "migrated_from": "-100"}
     # Later sends to the old id go straight to the new one.
     deliver("telegram", "Again", "-100")
     assert [r.json["chat_id"] for r in fake.server.received][-1] == -1009999

@@ -39,6 +39,7 @@ def test_empty_address_posts_a_tweet_signed_with_oauth1(fake):
     assert oauth["oauth_signature_method"] == "HMAC-SHA1" and oauth["oauth_version"] == "1.0"
     assert oauth["oauth_signature"] and oauth["oauth_nonce"]
     assert fake.tweets == ["Hi there!"]  # the fake only accepts a valid signature
+    assert dispatch.result["tweet_id"]  # X's id of the post
 
 
 def test_username_address_posts_a_tweet_addressed_to_the_user(fake):

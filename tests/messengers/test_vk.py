@@ -32,6 +32,7 @@ def test_community_wall_post(fake):
     assert request.form == {"owner_id": "-12345", "from_group": "1", "message": "Hi there!",
                             "v": "5.199", "access_token": TOKEN}
     assert request.query == {}  # the token is never in the URL
+    assert set(dispatch.result) == {"post_id"} and dispatch.result["post_id"]
 
 
 def test_user_wall_and_configured_owner(fake):
