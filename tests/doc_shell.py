@@ -4,7 +4,8 @@ Started as ``python manage.py shell -c "from tests.doc_shell import serve; serve
 so it is a Django shell of the repository's own site, with the environment
 ``make run`` has. Every block runs in one namespace (as typed into one shell,
 one after the other). Requests and answers are JSON lines on stdin and on the
-original stdout; what a block prints is captured and sent back with its answer.
+original stdout (prefixed with ``ANSWER``, as the shell prints lines of its own
+there); what a block prints is captured and sent back with its answer.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import io
 import json
 import sys
 import traceback
+
+ANSWER = "@@doc-shell-answer "
 
 
 def serve() -> None:
@@ -30,5 +33,5 @@ def serve() -> None:
         except BaseException:  # a SystemExit of the block is its failure too
             answer = {"ok": False, "error": traceback.format_exc()}
         answer["printed"] = printed.getvalue()
-        answers.write(json.dumps(answer) + "\n")
+        answers.write(ANSWER + json.dumps(answer) + "\n")
         answers.flush()
