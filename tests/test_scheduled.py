@@ -98,8 +98,13 @@ def test_a_high_priority_message_overtakes_a_backlog(workers):
             urgent.priority = 9
             schedule_messages(urgent, recipients("smtp", "urgent@example.org"))
         workers("prio", smtp_port=sink.port, concurrency=1)
-        wait_for(lambda: any(m["To"] == "urgent@example.org" for m in sink.messages), 120, 0.05,
-                 "the urgent mail")
+        try:
+            wait_for(lambda: any(m["To"] == "urgent@example.org" for m in sink.messages), 120, 0.05,
+                     "the urgent mail")
+        except AssertionError as exc:  # say where it is, should it ever not come
+            urgent_rows = list(Dispatch.objects.filter(address="urgent@example.org").values())
+            raise AssertionError(f"{exc}; dispatches {statuses()}, urgent {urgent_rows}, "
+                                 f"{len(sink.messages)} mails received") from None
         order = [m["To"] for m in sink.messages]
         # Published last, behind 200 tasks of the backlog, it is taken among the first.
         assert order.index("urgent@example.org") < 100
