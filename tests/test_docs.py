@@ -159,8 +159,10 @@ def test_every_block_is_run_or_marked_with_a_known_reason(capsys):
             body = block.code.partition("\n")[2]
             assert body.strip() and body in block.repository_file.read_text(), (
                 f"{block.where} is not what {block.repository_file.relative_to(BASE)} says")
-    # The test is only worth its name if most blocks run.
-    assert counts["python"] + counts["shell"] > sum(n for kind, n in counts.items() if kind in KINDS.values())
+    # Most blocks are exercised: run here, checked against their file, or run by another test.
+    exercised = counts["python"] + counts["shell"] + counts["file"] + counts["elsewhere"]
+    assert exercised > 1.5 * sum(n for kind, n in counts.items()
+                                 if kind in {"settings", "credentials", "long-running", "production host"})
 
 
 # -- the stack -------------------------------------------------------------------------------
