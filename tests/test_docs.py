@@ -333,7 +333,13 @@ def test_the_docs_run_top_to_bottom_against_make_run(capsys):
                     if row["due"] or row["counts"].get("processing")}
             return None if busy else status
 
-        wait_for(settled, 120, 2, "every due dispatch of the docs to be handled")
+        status = wait_for(settled, 120, 2, "every due dispatch of the docs to be handled")
+        # ... and delivered: no example fails in the worker (an unknown message type, say).
+        gone_wrong = {alias: row["counts"] for alias, row in status["messengers"].items()
+                      if row["counts"].get("failed") or row["counts"].get("error")}
+        assert not gone_wrong, gone_wrong
+        assert status["unserved"] == {}, status["unserved"]
+        assert not re.findall(r"^\[[^]]*: (?:ERROR|CRITICAL)/.*$", stack.output(), re.M)
         assert ONLY or list((root / "var" / "mail").glob("*.eml")), "the sink received no mail"
     finally:
         stack.stop()
