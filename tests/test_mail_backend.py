@@ -19,7 +19,7 @@ from django.core.mail import EmailMessage, EmailMultiAlternatives, get_connectio
 from django.urls import include, path
 
 from dispatcher import mail as dispatcher_mail
-from dispatcher.api import recipients, register_messenger_objects, schedule_messages
+from dispatcher.api import recipients, register_messenger_objects, retry_now, schedule_messages
 from dispatcher.delivery import deliver_batch
 from dispatcher.exceptions import InvalidAddress
 from dispatcher.messages import EmailHtmlMessage, EmailTextMessage, MailTooLarge
@@ -29,7 +29,7 @@ from messengers.postmark import PostmarkMessenger
 from messengers.smtp import SMTPMessenger
 from tests.fakes.postmark import FakePostmark
 from tests.fakes.server import FakeServer
-from tests.services import SMTPServer, wait_for
+from tests.services import SMTPServer, free_port, wait_for
 
 # The test module is its own URLconf: the password-reset views of django.contrib.auth.
 urlpatterns = [
@@ -310,3 +310,24 @@ def test_postmark_carries_the_attachments_and_headers(settings):
                      ("logo.png", "image/png", "cid:logo@example.org"),
                      ("forwarded.eml", "message/rfc822", None)]
     assert base64.b64decode(sent["Attachments"][4]["Content"]) == PNG
+
+
+@pytest.mark.django_db
+def test_a_django_mail_is_retried_until_the_server_takes_it(settings):
+    port = free_port()
+    register_messenger_objects(SMTPMessenger("noreply@example.org", host="127.0.0.1", port=port, timeout=2))
+    settings.EMAIL_BACKEND = BACKEND
+    send_mail("Retry me", "Body", "from@example.org", ["a@example.org"])
+    [dispatch] = Dispatch.objects.all()
+    deliver_batch("smtp", [dispatch.pk])  # nobody listens on the port yet
+    dispatch.refresh_from_db()
+    assert dispatch.status == "error" and dispatch.errors.count() == 1
+    server = SMTPServer.on_port(port)
+    try:
+        retry_now(Dispatch.objects.filter(pk=dispatch.pk))
+        deliver_batch("smtp", [dispatch.pk])
+        dispatch.refresh_from_db()
+        assert dispatch.status == "sent" and dispatch.attempts == 2
+        assert [m["Subject"] for m in server.messages] == ["Retry me"]
+    finally:
+        server.stop()
