@@ -550,20 +550,27 @@ def _send_paced(messenger: MessengerBase, first: MessengerBase, recorder: BatchR
     failure: list[BaseException] = []
 
     def lane(batch: MessengerBase) -> None:
-        slept = 0.0
+        slept, last_wait = 0.0, 0.0
         budget = settings.DISPATCHER_FLOW_BATCH_WAIT
         while not stop.is_set():
             try:
                 item, envelope = queue.popleft()
             except IndexError:
                 return
-            ticket = gate.admit(envelope, over_budget=slept >= budget)
+            if slept >= budget:
+                # This lane has waited long enough for slots: what is left goes
+                # back, due about when the next slot is, instead of holding a
+                # worker process (and a lease) to sleep.
+                ticket = gate.hold(Ticket(False, last_wait, "rate", True))
+            else:
+                ticket = gate.admit(envelope)
             if not ticket.admitted:
                 gate.postpone(envelope, ticket)
                 continue
             if ticket.wait > 0:
                 time.sleep(ticket.wait)
                 slept += ticket.wait
+                last_wait = ticket.wait
             _send(batch, recorder, item, [envelope])
             gate.report([envelope], ticket.probe)
 
@@ -652,6 +659,10 @@ class Gate:
             ticket, until = self.held
         return Ticket(False, max(0.0, until - time.monotonic()), ticket.reason, True)
 
+    def hold(self, ticket: Ticket) -> Ticket:
+        """Hold back the rest of this batch (a ``whole`` ticket) for ``ticket.wait``."""
+        return self._hold(ticket)
+
     def _hold(self, ticket: Ticket) -> Ticket:
         if ticket.whole:
             with self.lock:
@@ -670,7 +681,7 @@ class Gate:
             return Ticket(True)
         return self._hold(ticket) if not ticket.admitted else ticket
 
-    def admit(self, envelope: Envelope, over_budget: bool = False) -> Ticket:
+    def admit(self, envelope: Envelope) -> Ticket:
         """One send: admitted (perhaps after a short wait for its slot), or not."""
         held = self._held()
         if held is not None:
@@ -686,10 +697,6 @@ class Gate:
             return self._hold(Ticket(False, 5.0, "limiter unavailable", True))
         if not ticket.admitted:
             return self._hold(ticket)
-        if over_budget and ticket.wait > 0:
-            # This batch has waited long enough for slots: keep the slot
-            # (its send would only be late), but let the rest go back.
-            self._hold(Ticket(False, ticket.wait, "rate", True))
         return ticket
 
     def postpone(self, envelope: Any, ticket: Ticket) -> None:
