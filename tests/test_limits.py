@@ -241,7 +241,7 @@ def test_postponed_rows_due_soon_are_published_again_with_a_countdown(counting, 
     countdowns = sorted(c for _, c in published)
     # Due within 2 s: a task with a countdown (whole seconds, never early), queued_at set.
     assert republished and all(c is not None and c >= 1 for c in countdowns)
-    for pk, (queued, due) in held.items():
+    for pk, (queued, _due) in held.items():
         assert (queued is not None) == (pk in republished)
     # Later ones are left to the requeue sweep.
     assert len(republished) < 5
