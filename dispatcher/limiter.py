@@ -117,9 +117,10 @@ class FlowConfig:
 
     @property
     def paced(self) -> bool:
-        """Whether the engine hands envelopes one at a time (through the gate)
-        rather than the whole message's list in one ``send()`` call."""
-        return self.metered or self.concurrency > 1
+        """Whether the engine hands envelopes one at a time, each let through
+        by the gate, rather than a message's whole list in one ``send()`` call
+        (the gate then asks before each message only)."""
+        return self.metered or self.concurrency > 1 or self.circuit_failures > 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
