@@ -72,7 +72,8 @@ def hook_workers(workers, server: FakeServer, names: tuple[str, ...] = ("a", "b"
 
 
 def send(server: FakeServer, n: int) -> list[int]:
-    [(_, dispatches)] = schedule_messages("flow", recipients("hook", [f"{server.url}/h/{i}" for i in range(n)]))
+    addresses = [f"{server.url}/h/{i}" for i in range(n)]
+    [(_, dispatches)] = schedule_messages("flow", recipients("hook", addresses))
     return [d.pk for d in dispatches]
 
 
