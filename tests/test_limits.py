@@ -11,12 +11,15 @@ Real worker processes are in tests/test_flow_e2e.py.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
+from io import StringIO
 
 import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
 from django.test import override_settings
 from django.utils import timezone
 
@@ -314,3 +317,44 @@ def test_concurrent_lanes_send_at_once_on_copies_of_their_own(counting):
     assert len(set(counting.copies)) == 4  # four for_batch copies, one per lane, each opened and closed
     assert counting.opened == counting.closed == 4
     assert set(Dispatch.objects.values_list("status", "attempts")) == {("sent", 1)}
+
+
+# -- what operators see ------------------------------------------------------------------------------
+def test_pauses_circuits_and_limits_are_visible_in_metrics_status_and_dashboard(counting, client,
+                                                                               django_user_model):
+    flow = messengers(rate="14/s", daily_quota=1000, circuit_failures=2, circuit_cooldown=60)
+    with override_settings(DISPATCHER_MESSENGERS=flow):
+        backend = limiter.get_backend()
+        config = limiter.flow_config("counting")
+        backend.pause("counting", 30)
+        backend.report(config, 2, success=False)
+        backend.take(config, 0, take=False)
+        admin = django_user_model.objects.create_superuser("ops", "ops@example.org", "pw-ops-1")
+        client.force_login(admin)
+
+        metrics = client.get("/dispatcher/ops/metrics").content.decode()
+        assert 'dispatcher_limited{messenger="counting"} 1.0' in metrics
+        assert 'dispatcher_circuit_open{messenger="counting"} 1.0' in metrics
+        assert 'dispatcher_rate_limit_per_second{messenger="counting"} 14.0' in metrics
+        assert 'dispatcher_daily_quota{messenger="counting"} 1000.0' in metrics
+        assert "dispatcher_flow_state_up 1.0" in metrics
+        [paused] = [line for line in metrics.splitlines()
+                    if line.startswith('dispatcher_paused_until_seconds{messenger="counting"}')]
+        assert abs(float(paused.split()[-1]) - time.time() - 30) < 2
+        assert 'dispatcher_limited{messenger="smtp"} 0.0' in metrics
+
+        out = StringIO()
+        call_command("dispatcher_status", "--format", "json", "--no-broker", stdout=out)
+        state = json.loads(out.getvalue())["messengers"]["counting"]["flow"]
+        assert state["limited"] is True and state["circuit"] == "open" and state["rate"] == "14/1s"
+        assert state["paused_until"] is not None and state["consecutive_failures"] == 2
+        out = StringIO()
+        call_command("dispatcher_status", "--no-broker", stdout=out)
+        [line] = [line for line in out.getvalue().splitlines() if line.startswith("  counting:")]
+        assert "rate 14/1s" in line and "paused until" in line and "circuit open until" in line
+
+        page = client.get("/dispatcher/ops/").content.decode()
+        assert 'id="flow-table"' in page
+        row = page[page.index('<tr data-messenger="counting" data-limited="1"'):]
+        row = row[:row.index("</tr>")]
+        assert "paused until" in row and "circuit open until" in row and "14/1s" in row
