@@ -611,6 +611,10 @@ def _send_paced(messenger: MessengerBase, first: MessengerBase, recorder: BatchR
         raise failure[0]
 
 
+#: How stale a batch's view of the shared pauses may be when it takes no token per send.
+RECHECK_SECONDS = 0.02
+
+
 class Gate:
     """The flow-control step between rendering and ``send()``.
 
@@ -635,6 +639,10 @@ class Gate:
         self.held: tuple[Ticket, float] | None = None
         #: Scopes paused from this batch, and until when (monotonic).
         self.paused: dict[Any, float] = {}
+        #: Nothing is taken per send (only concurrency is set): the shared state is
+        #: read at most every RECHECK_SECONDS by this batch.
+        self.unmetered = not self.config.metered and self.config.circuit_failures <= 0
+        self.checked_at = -1.0
         #: Postponed so far in this batch: by hold (to spread them) and by recipient.
         self.spread = 0
         self.per_recipient: dict[str, int] = {}
@@ -686,9 +694,18 @@ class Gate:
         held = self._held()
         if held is not None:
             return held
+        scope = self._scope(envelope)
+        now = time.monotonic()
+        with self.lock:
+            until = self.paused.get(scope, 0.0)
+            if until > now:  # paused from this very batch: no need to ask
+                return Ticket(False, until - now, "paused", False)
+            if self.unmetered and now - self.checked_at < RECHECK_SECONDS:
+                # Nothing to take for this send (no rate, no quota, no circuit):
+                # the shared pauses were read a moment ago.
+                return Ticket(True)
         try:
-            ticket = self.backend.take(self.config, self.horizon, scope=self._scope(envelope),
-                                       recipient=envelope.address)
+            ticket = self.backend.take(self.config, self.horizon, scope=scope, recipient=envelope.address)
         except Exception as exc:
             if not self.config.metered:
                 logger.warning("%s: flow state unavailable (%s); sending unchecked", self.alias, exc)
@@ -697,6 +714,9 @@ class Gate:
             return self._hold(Ticket(False, 5.0, "limiter unavailable", True))
         if not ticket.admitted:
             return self._hold(ticket)
+        if self.unmetered:
+            with self.lock:
+                self.checked_at = now
         return ticket
 
     def postpone(self, envelope: Any, ticket: Ticket) -> None:
