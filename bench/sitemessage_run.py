@@ -32,11 +32,19 @@ def main() -> None:
         EMAIL_HOST="127.0.0.1", EMAIL_PORT=port, SERVER_EMAIL="bench@example.org",
         DEFAULT_AUTO_FIELD="django.db.models.AutoField",
         LOGGING_CONFIG=None,
+        # Its messages carry unsubscribe links (reversed from its URLs) and are
+        # rendered from its templates, as on a real site.
+        ROOT_URLCONF=__name__,
+        SITEMESSAGE_SITE_URL="http://127.0.0.1:8000",
+        TEMPLATES=[{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}],
     )
     django.setup()
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+    from sitemessage.toolbox import get_sitemessage_urls
+
+    sys.modules[__name__].urlpatterns = get_sitemessage_urls()  # type: ignore[attr-defined]
     from sitemessage.messages.email import EmailTextMessage
     from sitemessage.messengers.smtp import SMTPMessenger
     from sitemessage.models import Dispatch, Message
