@@ -326,8 +326,10 @@ def pipelined(connection: smtplib.SMTP, outgoing: Outgoing, options: list[str]) 
     if connection.has_extn("size"):
         mail_options.append(f"SIZE={len(data)}")
     connection.command_encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
-    mail = f"MAIL FROM:{smtplib.quoteaddr(sender)}" + "".join(f" {o}" for o in mail_options)
-    connection.send(f"{mail}\r\nRCPT TO:{smtplib.quoteaddr(recipient)}\r\nDATA\r\n")
+    # The addresses are bare (checked by EMAIL_RE, or made by us): quoteaddr's
+    # parsing would give back the same "<address>".
+    mail = f"MAIL FROM:<{sender}>" + "".join(f" {o}" for o in mail_options)
+    connection.send(f"{mail}\r\nRCPT TO:<{recipient}>\r\nDATA\r\n")
     mail_code, mail_reply = connection.getreply()
     rcpt_code, rcpt_reply = connection.getreply()
     data_code, data_reply = connection.getreply()
