@@ -494,6 +494,12 @@ class DatabaseBackend(Backend):
     def take(self, cfg: FlowConfig, horizon: float, scope: str | None = None,
              recipient: str | None = None, take: bool = True) -> Ticket:
         k = _keys(cfg.alias, scope, recipient if cfg.recipient_rate else None)
+        if not (take and cfg.metered):
+            # Nothing to take: a plain read answers unless a circuit's probe is
+            # to be claimed (no write, so no write lock on SQLite for it).
+            ticket = self._peek(cfg, k)
+            if ticket is not None:
+                return ticket
         if random.random() < 0.01:
             self.purge_expired()
         with transaction.atomic():
@@ -556,6 +562,21 @@ class DatabaseBackend(Backend):
             if probe:
                 self._save(rows[circuit_keys[1]], now + cfg.circuit_cooldown * 1000, now + DAY_MS)
             return Ticket(True, max(wait, 0.0) / 1000, probe=probe)
+
+    def _peek(self, cfg: FlowConfig, k: dict[str, str]) -> Ticket | None:
+        """The answer from a read alone, or None when the locked path must decide."""
+        now = self._now()
+        circuit = [f"{k['circuit']}:open_until", f"{k['circuit']}:probe_until"]
+        names = [k["pause"], k["pause_scope"], *(circuit if cfg.circuit_failures > 0 else [])]
+        values = {r.key: r.value for r in FlowCounter.objects.filter(key__in=names)
+                  if r.expires is None or r.expires > now}
+        if values.get(k["pause"], 0) > now:
+            return Ticket(False, (values[k["pause"]] - now) / 1000, "paused", True)
+        if values.get(k["pause_scope"], 0) > now:
+            return Ticket(False, (values[k["pause_scope"]] - now) / 1000, "paused", False)
+        if cfg.circuit_failures > 0 and values.get(circuit[0], 0) > 0:
+            return None  # open or half-open: decided under the lock
+        return ADMIT
 
     def pause(self, alias: str, seconds: float, scope: str | None = None) -> float:
         key = _keys(alias, scope)["pause_scope"]

@@ -281,28 +281,40 @@ def test_a_plain_messenger_checks_the_pause_before_each_message(counting):
 
 def test_the_circuit_opens_after_consecutive_failures_and_a_probe_closes_it(counting):
     flow = messengers(circuit_failures=3, circuit_cooldown=0.5)
+
+    def state() -> str:
+        return limiter.get_backend().state(limiter.flow_config("counting")).circuit
+
+    def rows(ids: list[int]) -> set:
+        return set(Dispatch.objects.filter(pk__in=ids).values_list("status", "attempts"))
+
     with override_settings(DISPATCHER_MESSENGERS=flow, DISPATCHER_PUBLISH_TASKS=False):
-        ids = schedule([f"temp/{i}" for i in range(3)] + [f"ok/{i}" for i in range(4)])
-        deliver_batch("counting", ids)
-        # A plain messenger gets the message's envelopes in one send(): all tried.
-        assert len(counting.addresses) == 7
-        state = limiter.get_backend().state(limiter.flow_config("counting"))
-        assert state.circuit == "closed"  # ok/* came after the failures
-        counting.addresses.clear()
-        ids = schedule([f"temp/x{i}" for i in range(3)])
-        deliver_batch("counting", ids)
-        assert limiter.get_backend().state(limiter.flow_config("counting")).circuit == "open"
+        ok_first = schedule(["ok/a", "temp/a", "temp/b", "ok/b"])
+        deliver_batch("counting", ok_first)
+        assert state() == "closed"  # two failures in a row, then a success: counted from 0 again
+        failing = schedule([f"temp/{i}" for i in range(3)])
         held = schedule([f"ok/h{i}" for i in range(3)])
-        deliver_batch("counting", held)
-        assert counting.addresses == [f"temp/x{i}" for i in range(3)]  # nothing sent while open
-        assert set(Dispatch.objects.filter(pk__in=held).values_list("status", "attempts")) == {("pending", 0)}
+        deliver_batch("counting", failing + held)
+        assert state() == "open"
+        # Three failures in a row opened it: the rest of the batch was not sent,
+        # and waits for the cool-down without an attempt counted.
+        assert counting.addresses[-3:] == [f"temp/{i}" for i in range(3)]
+        assert rows(held) == {("pending", 0)}
+        assert not DispatchError.objects.filter(dispatch_id__in=held).exists()
+        time.sleep(0.55)
+        assert state() == "half-open"
+        # The probe fails: open again for another cool-down.
+        probe_fails = schedule(["temp/probe", "ok/after-the-probe"])
+        deliver_batch("counting", probe_fails)
+        assert counting.addresses[-1] == "temp/probe" and state() == "open"
+        assert rows(probe_fails[1:]) == {("pending", 0)}
         time.sleep(0.55)
         Dispatch.objects.filter(pk__in=held).update(next_attempt_at=timezone.now())
         deliver_batch("counting", held)
-        # Half-open: the first goes alone as the probe; it succeeds, the circuit closes, the rest follow.
+        # The first goes alone as the probe; it succeeds, the circuit closes, the rest follow.
         assert counting.addresses[-3:] == [f"ok/h{i}" for i in range(3)]
-        assert set(Dispatch.objects.filter(pk__in=held).values_list("status", "attempts")) == {("sent", 1)}
-        assert limiter.get_backend().state(limiter.flow_config("counting")).circuit == "closed"
+        assert rows(held) == {("sent", 1)}
+        assert state() == "closed"
 
 
 def test_concurrent_lanes_send_at_once_on_copies_of_their_own(counting):
