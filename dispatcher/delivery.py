@@ -557,14 +557,24 @@ def _send_paced(messenger: MessengerBase, first: MessengerBase, recorder: BatchR
                 item, envelope = queue.popleft()
             except IndexError:
                 return
-            if slept >= budget:
-                # This lane has waited long enough for slots: what is left goes
-                # back, due about when the next slot is, instead of holding a
-                # worker process (and a lease) to sleep.
-                ticket = gate.hold(Ticket(False, last_wait, "rate", True))
-            else:
-                ticket = gate.admit(envelope)
+            while True:
+                if slept >= budget:
+                    # This lane has waited long enough for slots: what is left goes
+                    # back, due about when the next slot is, instead of holding a
+                    # worker process (and a lease) to sleep.
+                    ticket = gate.hold(Ticket(False, last_wait, "rate", True))
+                    break
+                ticket = gate.admit(envelope, hold=False)
+                nap = ticket.wait - gate.horizon
+                if ticket.admitted or ticket.reason != "rate" or slept + nap > budget:
+                    break
+                # The next slot is a little beyond the horizon, within what this lane
+                # may still wait: wait for the horizon to reach it, then ask again.
+                time.sleep(nap + 0.001)
+                slept += nap + 0.001
+                last_wait = ticket.wait
             if not ticket.admitted:
+                gate.hold(ticket)
                 gate.postpone(envelope, ticket)
                 continue
             if ticket.wait > 0:
@@ -689,8 +699,10 @@ class Gate:
             return Ticket(True)
         return self._hold(ticket) if not ticket.admitted else ticket
 
-    def admit(self, envelope: Envelope) -> Ticket:
-        """One send: admitted (perhaps after a short wait for its slot), or not."""
+    def admit(self, envelope: Envelope, hold: bool = True) -> Ticket:
+        """One send: admitted (perhaps after a short wait for its slot), or not;
+        a refusal for the whole messenger holds back the rest of the batch
+        unless ``hold`` is False (the caller decides, see :meth:`hold`)."""
         held = self._held()
         if held is not None:
             return held
@@ -713,7 +725,7 @@ class Gate:
             logger.warning("%s: the rate limiter is unavailable (%s); postponing", self.alias, exc)
             return self._hold(Ticket(False, 5.0, "limiter unavailable", True))
         if not ticket.admitted:
-            return self._hold(ticket)
+            return self._hold(ticket) if hold else ticket
         if self.unmetered:
             with self.lock:
                 self.checked_at = now

@@ -229,13 +229,25 @@ def test_a_rate_limited_batch_sends_what_fits_and_postpones_the_rest_without_an_
     assert min(gaps) >= 0.19, gaps  # never faster than 5/s, across batches too
 
 
+def test_a_lane_waits_for_a_slot_past_the_horizon_within_its_budget(counting):
+    ids = schedule([f"ok/{i}" for i in range(6)])
+    with override_settings(DISPATCHER_MESSENGERS=messengers(rate="2/s"), DISPATCHER_FLOW_HORIZON=0,
+                           DISPATCHER_FLOW_BATCH_WAIT=1.2, DISPATCHER_PUBLISH_TASKS=False):
+        result = deliver_batch("counting", ids)
+    # Now, then after 0.5 s and 1.0 s of waiting; a third wait would pass 1.2 s: the rest go back.
+    assert result.sent == 3
+    gaps = [b - a for a, b in zip(counting.sent_at, counting.sent_at[1:], strict=False)]
+    assert all(gap >= 0.49 for gap in gaps), gaps
+    assert set(Dispatch.objects.exclude(status="sent").values_list("status", "attempts")) == {("pending", 0)}
+
+
 def test_postponed_rows_due_soon_are_published_again_with_a_countdown(counting, monkeypatch):
     published = []
     monkeypatch.setattr("dispatcher.delivery.publish",
                         lambda pairs, priority=0, countdown=None: published.append((list(pairs), countdown)))
     ids = schedule([f"ok/{i}" for i in range(6)])
     with override_settings(DISPATCHER_MESSENGERS=messengers(rate="2/s"), DISPATCHER_FLOW_HORIZON=0,
-                           DISPATCHER_POSTPONE_COUNTDOWN_MAX=2.0):
+                           DISPATCHER_FLOW_BATCH_WAIT=0.01, DISPATCHER_POSTPONE_COUNTDOWN_MAX=2.0):
         deliver_batch("counting", ids)
     held = {pk: (queued, due) for pk, queued, due in
             Dispatch.objects.exclude(status="sent").values_list("pk", "queued_at", "next_attempt_at")}
