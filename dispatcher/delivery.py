@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from itertools import groupby
@@ -111,14 +113,20 @@ class BatchRecorder(Outcomes):
         self.watch: Callable[[Any, Outcome], None] | None = None
         #: Concurrent sends of one batch (a messenger's ``concurrency``) record here at once.
         self.lock = threading.RLock()
+        self.owner = threading.get_ident()
 
     def record(self, dispatch: Any, outcome: Outcome) -> bool:
         if getattr(dispatch, "id", None) not in self.dispatches:
             raise ValueError(f"dispatch {getattr(dispatch, 'id', dispatch)!r} is not part of this batch")
         with self.lock:
             took = super().record(dispatch, outcome)
-        if took and self.watch is not None:
-            self.watch(dispatch, outcome)
+        if took:
+            if self.watch is not None:
+                self.watch(dispatch, outcome)
+            if threading.get_ident() == self.owner:
+                # The batch's own thread writes (with its own database connection);
+                # lanes in other threads only record, and it writes theirs too.
+                self.maybe_flush()
         return took
 
     def hand(self, envelopes: list[Envelope]) -> None:
@@ -134,7 +142,6 @@ class BatchRecorder(Outcomes):
         self.unflushed[dispatch.id] = outcome
         if self.blocked:
             raise OutcomesUnwritable("the database cannot take outcomes")
-        self.maybe_flush()
 
     # -- writing -----------------------------------------------------------------
     def maybe_flush(self) -> None:
@@ -157,8 +164,7 @@ class BatchRecorder(Outcomes):
         delay = 0.2
         while True:
             try:
-                with self.lock:
-                    self.flush()
+                self.flush()
                 self.release_unattempted()
                 self.release_postponed()
                 return
@@ -238,9 +244,10 @@ class BatchRecorder(Outcomes):
             publish(pairs, priority=priority, countdown=second or None)
 
     def flush(self) -> None:
-        if not self.unflushed:
-            return
-        outcomes = dict(self.unflushed)
+        with self.lock:  # lanes go on recording while this batch's thread writes
+            if not self.unflushed:
+                return
+            outcomes = dict(self.unflushed)
         self.last_flush = time.monotonic()
         now = timezone.now()
         sent_ids: list[int] = []
@@ -291,8 +298,10 @@ class BatchRecorder(Outcomes):
             failed_objs = [d for d, _ in failed]
             retry_objs = [d for d, _, _ in retry]
             transaction.on_commit(lambda: signals.send_outcomes(sent_objs, failed_objs, retry_objs))
-        for pk in outcomes:  # written: forget them only now, so a failed write loses nothing
-            del self.unflushed[pk]
+        with self.lock:  # written: forget them only now, so a failed write loses nothing
+            for pk, outcome in outcomes.items():
+                if self.unflushed.get(pk) is outcome:
+                    del self.unflushed[pk]
         self.result.sent += len(sent_ids)
         self.result.failed += len(failed)
         self.result.error += len(retry)
@@ -605,20 +614,41 @@ def _send_paced(messenger: MessengerBase, first: MessengerBase, recorder: BatchR
             connection.close()  # this thread's own database connection
 
     lanes = min(gate.config.concurrency, len(queue))
-    threads = [threading.Thread(target=run_lane, name=f"dispatcher-lane-{i}", daemon=True)
-               for i in range(1, lanes)]
-    for thread in threads:
-        thread.start()
+    futures = [LANES.submit(run_lane) for _ in range(1, lanes)]
     try:
         lane(first)
     except BaseException:
         stop.set()
         raise
     finally:
-        for thread in threads:
-            thread.join()
+        for future in futures:
+            future.result()
     if failure:
         raise failure[0]
+
+
+class LanePool:
+    """The threads lanes run in, kept for the worker process's next batches
+    (starting 40 threads a batch cost more than the batch's own work). Made
+    on first use; a forked child starts without its parent's."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.executor: ThreadPoolExecutor | None = None
+
+    def submit(self, fn: Callable[[], None]) -> Future[None]:
+        with self.lock:
+            if self.executor is None:
+                self.executor = ThreadPoolExecutor(max_workers=1024, thread_name_prefix="dispatcher-lane")
+            return self.executor.submit(fn)
+
+    def forget(self) -> None:
+        self.lock = threading.Lock()
+        self.executor = None
+
+
+LANES = LanePool()
+os.register_at_fork(after_in_child=LANES.forget)
 
 
 #: How stale a batch's view of the shared pauses may be when it takes no token per send.
