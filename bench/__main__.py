@@ -528,43 +528,56 @@ def dispatcher_smtp_rate(sink: SinkProcess, n: int, processes: int, flow: dict[s
 
 
 def bench_smtp(n: int) -> dict[str, Any]:
-    """SMTP side by side in one run, one sink: bare smtplib, django-sitemessage, the dispatcher."""
+    """SMTP side by side in one run, one sink: bare smtplib, django-sitemessage, the dispatcher.
+
+    Each contender runs once per round (``BENCH_SMTP_ROUNDS``, 3), in turn, and
+    its best round counts: on a shared two-core machine a neighbour's burst
+    lowers whoever runs at that moment, and the best of three is the least
+    disturbed figure of each, for all contenders alike.
+    """
     python = sitemessage_python()
     pipelining = os.environ.get("BENCH_SINK_PIPELINING", "1") != "0"
+    rounds = int(os.environ.get("BENCH_SMTP_ROUNDS", "3"))
+    flow = {"concurrency": int(os.environ.get("BENCH_SMTP_CONCURRENCY", "2"))}
     sink = new_sink(pipelining=pipelining)
-    flow = {"concurrency": 2}
+    runs: dict[str, list[float]] = {"bare": [], "sink_max": [], "sitemessage": [], "c1": [], "c2": []}
+
+    def arrived() -> float:
+        wait_for(lambda: sink.count() >= n, 120, 0.1)
+        return rate(sink.arrivals())
+
     try:
-        bare_loop(sink.port, n)
-        wait_for(lambda: sink.count() >= n, 60, 0.1)
-        bare = rate(sink.arrivals())
-
-        sink.reset()
-        bare_parallel(sink.port, n, 4)
-        wait_for(lambda: sink.count() >= n, 60, 0.1)
-        sink_max = rate(sink.arrivals())
-
-        sink.reset()
-        run_sitemessage(python, sink.port, n)
-        wait_for(lambda: sink.count() >= n, 60, 0.1)
-        sitemessage = rate(sink.arrivals())
-
-        ours_1 = dispatcher_smtp_rate(sink, n, 1, flow)
-        ours_2 = dispatcher_smtp_rate(sink, n, 2, flow)
+        for _ in range(rounds):
+            sink.reset()
+            bare_loop(sink.port, n)
+            runs["bare"].append(arrived())
+            sink.reset()
+            bare_parallel(sink.port, n, 4)
+            runs["sink_max"].append(arrived())
+            sink.reset()
+            run_sitemessage(python, sink.port, n)
+            runs["sitemessage"].append(arrived())
+            runs["c1"].append(dispatcher_smtp_rate(sink, n, 1, flow))
+            runs["c2"].append(dispatcher_smtp_rate(sink, n, 2, flow))
     finally:
         sink.stop()
         fresh()
+    best = {name: max(values) for name, values in runs.items()}
     return {
         "emails": n,
+        "rounds": rounds,
         "sink_offers_pipelining": pipelining,
-        "bare_smtplib_per_s": round(bare),
-        "sink_max_4_connections_per_s": round(sink_max),
-        "sitemessage_per_s": round(sitemessage),
-        "dispatcher_c1_per_s": round(ours_1),
-        "dispatcher_c2_per_s": round(ours_2),
-        "c1_vs_sitemessage": round(ours_1 / sitemessage, 2),
-        "c2_vs_sink_max": round(ours_2 / sink_max, 2),
+        "smtp_connections_per_batch": flow["concurrency"],
+        "bare_smtplib_per_s": round(best["bare"]),
+        "sink_max_4_connections_per_s": round(best["sink_max"]),
+        "sitemessage_per_s": round(best["sitemessage"]),
+        "dispatcher_c1_per_s": round(best["c1"]),
+        "dispatcher_c2_per_s": round(best["c2"]),
+        "c1_vs_sitemessage": round(best["c1"] / best["sitemessage"], 2),
+        "c2_vs_sink_max": round(best["c2"] / best["sink_max"], 2),
+        "all_rounds_per_s": {name: [round(v) for v in values] for name, values in runs.items()},
         "target": "c1 >= 1.2x sitemessage; c2 >= 0.9x the sink's max",
-        "ok": ours_1 / sitemessage >= 1.2 and ours_2 / sink_max >= 0.9,
+        "ok": best["c1"] / best["sitemessage"] >= 1.2 and best["c2"] / best["sink_max"] >= 0.9,
     }
 
 
