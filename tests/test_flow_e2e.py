@@ -123,9 +123,10 @@ def test_a_provider_asking_to_wait_stops_every_worker(workers, provider):
     ids = send(server, 90)
     all_sent(ids)
     [(limited_at, status)] = [(at, s) for at, s in app.log if s == 429]
-    # Requests already on the wire when the 429 was answered arrive within a
-    # few milliseconds; after that, none from any worker until the 2 s are over.
-    during = [at for at, s in app.log if limited_at + 0.1 < at < limited_at + 2.0]
+    # Requests already on the wire when the 429 was answered still arrive (on
+    # a loaded 2-core machine up to a few hundred ms later); after that, none
+    # from any worker until the 2 s are over.
+    during = [at for at, s in app.log if limited_at + 0.3 < at < limited_at + 2.0]
     assert during == [], [round(at - limited_at, 3) for at in during]
     assert len(app.log) == 91  # 90 sent once, and the one that got the 429 again
     limited = Dispatch.objects.get(pk__in=ids, attempts=2)
