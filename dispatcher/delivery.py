@@ -679,12 +679,9 @@ class Gate:
         self.held: tuple[Ticket, float] | None = None
         #: Scopes paused from this batch, and until when (monotonic).
         self.paused: dict[Any, float] = {}
-        #: Nothing is taken per send (only concurrency is set) and the messenger has
-        #: no ``throttle_key`` (the HTTP messengers have one: a provider may ask them
-        #: to wait at any moment): the shared pauses are read at most every
-        #: RECHECK_SECONDS by this batch instead of before every send.
-        self.unmetered = (not self.config.metered and self.config.circuit_failures <= 0
-                          and self.scope_of is None)
+        #: Nothing is taken per send (only concurrency is set): the shared state is
+        #: read at most every RECHECK_SECONDS by this batch.
+        self.unmetered = not self.config.metered and self.config.circuit_failures <= 0
         self.checked_at = -1.0
         #: Postponed so far in this batch: by hold (to spread them) and by recipient.
         self.spread = 0
