@@ -16,19 +16,8 @@ from typing import Any
 
 
 class Handler:
-    def __init__(self, path: Path, pipelining: bool = False):
+    def __init__(self, path: Path):
         self.out = open(path, "a", buffering=1)  # noqa: SIM115  (line-buffered for the reader)
-        self.pipelining = pipelining
-
-    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
-                          responses: list[str]) -> list[str]:
-        """Offer PIPELINING (RFC 2920) like Postfix, Exim or SES do, when asked
-        to: aiosmtpd reads commands in order from its buffer, so it takes
-        pipelined ones, but does not say so by itself."""
-        session.host_name = hostname
-        if self.pipelining:
-            responses.insert(-1, "250-PIPELINING")
-        return responses
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.out.write(f"{time.time()} {envelope.rcpt_tos[0]}\n")
@@ -38,11 +27,10 @@ class Handler:
 class SinkProcess:
     """Start ``python -m bench.sink PORT FILE`` and read what it received."""
 
-    def __init__(self, port: int, path: Path, pipelining: bool = False):
+    def __init__(self, port: int, path: Path):
         self.port, self.path = port, path
         path.write_text("")
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench.sink", str(port), str(path)]
-                                     + (["pipelining"] if pipelining else []))
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.sink", str(port), str(path)])
         from tests.services import wait_for
 
         wait_for(self._listening, 20, 0.1, "the sink to listen")
@@ -74,7 +62,7 @@ def main() -> None:
     from aiosmtpd.controller import Controller
 
     port, path = int(sys.argv[1]), Path(sys.argv[2])
-    controller = Controller(Handler(path, "pipelining" in sys.argv[3:]), hostname="127.0.0.1", port=port)
+    controller = Controller(Handler(path), hostname="127.0.0.1", port=port)
     controller.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
