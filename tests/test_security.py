@@ -31,6 +31,7 @@ from django.urls.resolvers import URLPattern, URLResolver
 from dispatcher import links
 from dispatcher.api import schedule_messages
 from dispatcher.inbox.api import PrivateMessage, pm_write
+from dispatcher.inbox.models import Block
 from dispatcher.model_events import subscribe_to_model_event
 from dispatcher.models import Dispatch, DispatchError, Message, ModelEventSubscription, Subscription
 from dispatcher.subscriptions import subscribe
@@ -87,6 +88,7 @@ def snapshot() -> tuple:
         list(Profile.objects.order_by("pk").values_list("pk", "full_name", "bio")),
         list(get_user_model().objects.order_by("pk").values_list(
             "pk", "username", "email", "is_active", "is_staff", "password")),
+        list(Block.objects.order_by("pk").values_list("pk", "blocker", "blocked")),
     )
 
 
@@ -168,6 +170,30 @@ ROUTES: dict[str, Route] = {
         "text", token(links.UNSUBSCRIBE), bad_tokens(links.UNSUBSCRIBE), csrf_exempt=True),
     "dispatcher:read-pixel": Route("gif", token(links.READ), bad_tokens(links.READ), get_effect=READ_AT),
     "dispatcher:preferences": Route("any"),
+    # The private-message pages (HTML): ann's message to see, bob's as a bad id.
+    "inbox:index": Route("any"),
+    "inbox:inbox": Route("html", extra_paths=lambda w: [
+        "/messages/inbox/?page=%00&unread=%ff", "/messages/inbox/?page=99999999999999999999"]),
+    "inbox:sent": Route("html", extra_paths=lambda w: ["/messages/sent/?page=-1"]),
+    "inbox:archives": Route("html"),
+    "inbox:trash": Route("html"),
+    "inbox:write": Route("html", extra_paths=lambda w: [
+        "/messages/write/bob:%00/", "/messages/write/?to=%00&subject=%ff&body=" + "x" * 3000]),
+    "inbox:reply": Route("html", pk("to_ann", "message_id"), bad_ids("message_id")),
+    "inbox:view": Route("html", pk("to_ann", "message_id"), bad_ids("message_id")),
+    "inbox:view_conversation": Route("html", pk("to_ann", "thread_id"), bad_ids("thread_id")),
+    "inbox:archive": Route("any"),
+    "inbox:unarchive": Route("any"),
+    "inbox:delete": Route("any"),
+    "inbox:undelete": Route("any"),
+    "inbox:mark-read": Route("any"),
+    "inbox:mark-unread": Route("any"),
+    "inbox:blocks": Route("html"),
+    "inbox:unblock": Route("any"),
+    # The demo site's own pages.
+    "home": Route("any"),
+    "login": Route("html"),
+    "logout": Route("any"),
 }
 
 #: The admin is Django's: every URL it mounts is walked, with fewer bodies and methods.

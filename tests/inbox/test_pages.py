@@ -254,7 +254,9 @@ def test_a_blocked_sender_is_refused_everywhere(users, ann, bob):
     assert ann.post(reverse("inbox:write"), {"recipients": "bob", "subject": "hi"}).status_code == 302
 
 
-@pytest.mark.parametrize("username, error", [("nobody", "No such user."), ("bob", "You cannot block yourself.")])
+@pytest.mark.parametrize("username, error", [
+    ("nobody", "No such user."), ("bob", "You cannot block yourself."),
+])
 def test_block_errors(users, bob, username, error):
     response = bob.post(reverse("inbox:blocks"), {"username": username})
     assert response.status_code == 400 and error in text(response)
