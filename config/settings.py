@@ -54,6 +54,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "dispatcher",
     "dispatcher.inbox",
+    "dispatcher.feed",
 ]
 
 MIDDLEWARE = [
@@ -100,6 +101,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "dispatcher.inbox.context_processors.inbox",
+                "dispatcher.feed.context_processors.feed",
             ],
         },
     },

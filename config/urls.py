@@ -7,6 +7,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("dispatcher/", include("dispatcher.urls")),
     path("messages/", include("dispatcher.inbox.urls")),
+    path("notifications/", include("dispatcher.feed.urls")),
     # The demo site's own pages: a login for its users (the admin's is for staff
     # only), and the home page, which is the inbox.
     path("accounts/login/", auth_views.LoginView.as_view(template_name="dispatcher/login.html",
