@@ -31,6 +31,7 @@ from django.urls.resolvers import URLPattern, URLResolver
 from dispatcher import links
 from dispatcher.api import schedule_messages
 from dispatcher.inbox.api import PrivateMessage, pm_write
+from dispatcher.feed.models import Notification
 from dispatcher.inbox.models import Block
 from dispatcher.model_events import subscribe_to_model_event
 from dispatcher.models import Dispatch, DispatchError, Message, ModelEventSubscription, Subscription
@@ -64,7 +65,9 @@ def make_world(django_user_model: Any) -> SimpleNamespace:
     DispatchError.objects.create(dispatch=bobs_dispatch, attempt=1, error_class="X", text="boom")
     profile = Profile.objects.create(full_name="Public", bio=f"{SECRET} bio", user=bob)
     event_sub = subscribe_to_model_event(Profile, "edit", bob, object_id=profile.pk)
-    return SimpleNamespace(
+    anns_item = Notification.objects.create(recipient=ann, subject="for ann", text="ann's own")
+    bobs_item = Notification.objects.create(recipient=bob, subject=f"{SECRET} item", text=f"{SECRET} text")
+    return SimpleNamespace(anns_item=anns_item, bobs_item=bobs_item,
         ann=ann, bob=bob, cat=cat, staff=staff, to_ann=to_ann, from_ann=from_ann, bobs=bobs,
         newsletter=newsletter, anns_dispatch=anns_dispatch, bobs_dispatch=bobs_dispatch,
         profile=profile, event_sub=event_sub,
@@ -89,6 +92,7 @@ def snapshot() -> tuple:
         list(get_user_model().objects.order_by("pk").values_list(
             "pk", "username", "email", "is_active", "is_staff", "password")),
         list(Block.objects.order_by("pk").values_list("pk", "blocker", "blocked")),
+        list(Notification.objects.order_by("pk").values_list("pk", "recipient", "read_at", "subject")),
     )
 
 
@@ -138,6 +142,10 @@ def bad_tokens(action: str) -> Callable[[SimpleNamespace], list[dict[str, Any]]]
         return [{"token": t} for t in (good[:-3] + "AAA", other, "x", "\x00", "a" * 3000,
                                        links.make_token(10**30, action))]
     return make
+
+
+def bad_item_ids(w: SimpleNamespace) -> list[dict[str, Any]]:
+    return [{"pk": w.bobs_item.pk}] + [{"pk": value} for value in BAD_IDS]
 
 
 API_BAD_PATHS = ["/dispatcher/api/nope/", "/dispatcher/api/messages/1/x/", "/dispatcher/api/messages",
@@ -190,6 +198,21 @@ ROUTES: dict[str, Route] = {
     "inbox:mark-unread": Route("any"),
     "inbox:blocks": Route("html"),
     "inbox:unblock": Route("any"),
+    # The in-app feed: its page and JSON API; bob's item as a bad id.
+    "feed:list": Route("html", extra_paths=lambda w: ["/notifications/?page=%00&unread=%ff"]),
+    "feed:mark-read": Route("any"),
+    "feed:mark-unread": Route("any"),
+    "feed:mark-all-read": Route("any"),
+    "feed:delete": Route("any"),
+    "feed:api-unread-count": Route("json"),
+    "feed:api-list": Route("json", extra_paths=lambda w: [
+        "/notifications/api/notifications/?limit=-1&unread=%ff", "/notifications/api/notifications/?limit=%00"]),
+    "feed:api-mark-all-read": Route("json"),
+    "feed:api-detail": Route("json", pk("anns_item"), bad_item_ids),
+    "feed:api-mark-read": Route("json", pk("anns_item"), bad_item_ids),
+    "feed:api-delete": Route("json", pk("anns_item"), bad_item_ids),
+    "feed:api-not-found": Route("json", extra_paths=lambda w: [
+        "/notifications/api/nope/", "/notifications/api/notifications/1/x/", "/notifications/api/%00/"]),
     # The demo site's own pages.
     "home": Route("any"),
     "login": Route("html"),
