@@ -30,8 +30,8 @@ from django.urls.resolvers import URLPattern, URLResolver
 
 from dispatcher import links
 from dispatcher.api import schedule_messages
-from dispatcher.inbox.api import PrivateMessage, pm_write
 from dispatcher.feed.models import Notification
+from dispatcher.inbox.api import PrivateMessage, pm_write
 from dispatcher.inbox.models import Block
 from dispatcher.model_events import subscribe_to_model_event
 from dispatcher.models import Dispatch, DispatchError, Message, ModelEventSubscription, Subscription
