@@ -206,7 +206,8 @@ ROUTES: dict[str, Route] = {
     "feed:delete": Route("any"),
     "feed:api-unread-count": Route("json"),
     "feed:api-list": Route("json", extra_paths=lambda w: [
-        "/notifications/api/notifications/?limit=-1&unread=%ff", "/notifications/api/notifications/?limit=%00"]),
+        "/notifications/api/notifications/?limit=-1&unread=%ff",
+        "/notifications/api/notifications/?limit=%00"]),
     "feed:api-mark-all-read": Route("json"),
     "feed:api-detail": Route("json", pk("anns_item"), bad_item_ids),
     "feed:api-mark-read": Route("json", pk("anns_item"), bad_item_ids),
