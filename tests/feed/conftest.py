@@ -4,6 +4,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests.inbox.browser_steps import browser, driver  # noqa: F401  (headless Chromium, for the browser tests)
+
 
 @pytest.fixture
 def users(django_user_model):

@@ -9,7 +9,7 @@ import pytest
 from dispatcher.inbox.models import Block, PrivateMessage
 from dispatcher.inbox.moderation import moderate
 
-from .browser_steps import badge, browser, driver, find, finds, go, log_in, screenshot, wait  # noqa: F401
+from .browser_steps import badge, find, finds, go, log_in, screenshot, wait
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -97,7 +97,9 @@ def test_write_read_reply_thread_archive_trash_undelete(driver, live_server, use
 
 
 def test_moderation_as_the_sender_sees_it(driver, live_server, users, settings):
-    settings.DISPATCHER_INBOX_AUTO_MODERATORS = [lambda m: (0, "no links, please") if "http" in m.body else None]
+    settings.DISPATCHER_INBOX_AUTO_MODERATORS = [
+        lambda m: (0, "no links, please") if "http" in m.body else None
+    ]
     settings.DISPATCHER_INBOX_AUTO_MODERATE_AS = None  # no opinion: a moderator decides
     log_in(driver, live_server, "ann")
     for subject, body in (("Offer", "Buy at http://spam.example"), ("Hello", "How are you?")):
@@ -139,5 +141,6 @@ def test_refusals_are_shown_on_the_write_page(driver, live_server, users, settin
     errors = find(driver, "#errors-recipients").text
     assert "You cannot write to bob: this user does not accept messages from you." in errors
     assert "You cannot write to ann: ann takes no messages." in errors
-    assert find(driver, "#id_recipients").get_attribute("value") == "bob, ann"  # the form keeps what was typed
+    # The form keeps what was typed.
+    assert find(driver, "#id_recipients").get_attribute("value") == "bob, ann"
     assert not PrivateMessage.objects.exists()
