@@ -93,12 +93,3 @@ def unblock(blocker: Any, blocked: Any) -> bool:
     """Lift a block; True if there was one."""
     blocked_pk = blocked.pk if hasattr(blocked, "pk") else blocked
     return bool(Block.objects.filter(blocker=blocker.pk, blocked=blocked_pk).delete()[0])
-
-
-# -- documented examples (docs/inbox.md) ------------------------------------------------------
-def not_to_blocked_users(sender: Any, recipient: Any, recipients: Sequence[Any]) -> str | None:
-    """An example filter: nobody writes to a user they blocked themselves
-    (blocks already stop the other direction)."""
-    if sender is not None and Block.objects.filter(blocker=sender.pk, blocked=recipient.pk).exists():
-        return "you blocked this user: unblock them first"
-    return None
