@@ -112,7 +112,7 @@ def test_only_safe_links_are_kept(url, safe):
 
 
 def test_users_can_choose_inapp_in_their_preferences(users):
-    _, rows = get_user_preferences_for_ui(users.ann)
+    rows = get_user_preferences_for_ui(users.ann).rows
     hello = next(r for r in rows if r.message_type == "hello")
     assert ("inapp", True) in [(alias, available) for alias, _, _, available in hello.cells]
     client = Client()

@@ -53,8 +53,7 @@ def test_a_wrong_password_is_said_on_the_page(users):
 
 
 def test_generic_types_are_not_offered_to_users(users):
-    _, rows = get_user_preferences_for_ui(users.ann)
-    offered = {row.message_type for row in rows}
+    offered = {row.message_type for row in get_user_preferences_for_ui(users.ann).rows}
     assert not offered & {"plain", "email_plain", "email_html"}
 
 
