@@ -71,6 +71,9 @@ class Dispatch(models.Model):
     class Meta:
         ordering = ["id"]
         verbose_name_plural = "dispatches"
+        # On PostgreSQL the table is partitioned by RANGE (id), one partition a
+        # month (dispatcher.partitions, migration 0006); every index below is
+        # created on the partitioned table, so each month has its own.
         # Partial indexes where a query needs only some states: a new PENDING
         # row then updates fewer indexes, which is most of a fan-out's cost.
         indexes = [
@@ -101,7 +104,13 @@ class Dispatch(models.Model):
 class DispatchError(models.Model):
     """One failed attempt of a dispatch."""
 
-    dispatch = models.ForeignKey(Dispatch, on_delete=models.CASCADE, related_name="errors")
+    #: No foreign-key constraint in the database: on PostgreSQL both tables are
+    #: partitioned by month (see :mod:`dispatcher.partitions`), an error row in
+    #: the partition of its dispatch, and a month is retired with DROP TABLE,
+    #: which a constraint would turn into a check of every row. Django still
+    #: deletes the errors of a dispatch it deletes (on_delete runs in Python).
+    dispatch = models.ForeignKey(Dispatch, on_delete=models.CASCADE, related_name="errors",
+                                 db_constraint=False)
     attempt = models.PositiveIntegerField()
     error_class = models.CharField(max_length=200)
     text = models.TextField()
