@@ -469,3 +469,23 @@ def _rebuild(cursor: Any, table: str, layout: list[tuple[date, int | None, int]]
     for source, name, definition in referencing:
         cursor.execute(f"ALTER TABLE {source} ADD CONSTRAINT {q(name)} {definition}")
     cursor.execute(f"ANALYZE {q(table)}")
+
+
+def dropped_whole(cutoff: datetime, using: str | None = None) -> tuple[int | None, int | None] | None:
+    """The id span of the months :func:`maintain` will drop whole but not yet
+    (their month ends after ``cutoff``): ``(lo, hi)``, None for an open end.
+    None when the tables are not partitioned or no such month exists.
+
+    :func:`dispatcher.sweeps.cleanup_sent` leaves the rows of this span alone:
+    deleting them row by row would only repeat, at a much higher cost, what
+    the DROP of their month does anyway."""
+    if not is_partitioned(using):
+        return None
+    with _connection(using).cursor() as cursor:
+        young = [p for p in list_partitions(cursor)
+                 if p.month is not None and _month_start(add_months(p.month, 1)) > cutoff]
+    if not young:
+        return None
+    lo = None if any(p.lo is None for p in young) else min(p.lo for p in young if p.lo is not None)
+    hi = None if any(p.hi is None for p in young) else max(p.hi for p in young if p.hi is not None)
+    return lo, hi
