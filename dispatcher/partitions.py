@@ -265,7 +265,11 @@ def _jump(conn: BaseDatabaseWrapper, current: date, report: Report) -> None:
         mine = [p for p in list_partitions(cursor) if p.month == current and p.lo is not None]
         if not mine:
             return
-        first = mine[0].lo
+        q = _quote(cursor)
+        # Above any id already in it (one given explicitly, or moved in from the default).
+        cursor.execute(f"SELECT max(id) FROM {q(mine[0].name)}")
+        inside = cursor.fetchone()[0]
+        first = max(mine[0].lo, inside + 1) if inside is not None else mine[0].lo
         assert first is not None
         if last_id(cursor) + JUMP_MARGIN < first:
             cursor.execute("SELECT setval(%s, %s, false)", [_sequence(cursor), first])
@@ -371,12 +375,15 @@ def _layout_from_rows(cursor: Any, current: date) -> list[tuple[date, int | None
     from MINVALUE, and STEP ids for each month to come."""
     cursor.execute(f"SELECT date_trunc('month', created AT TIME ZONE 'UTC')::date, min(id) "
                    f"FROM {DISPATCH} GROUP BY 1 ORDER BY 1")
-    firsts: list[tuple[date, int | None]] = []
-    for month, first in cursor.fetchall():
-        if not firsts:
-            firsts.append((month, None))
-        elif first > (firsts[-1][1] or 0):  # ids out of step with time join the month before
-            firsts.append((month, first))
+    # A month starts at its first id. A month whose first id comes after a later
+    # month's (rows dated back) has no range of its own: its rows stay where their ids fall.
+    kept: list[tuple[date, int]] = []
+    for month, first in reversed(cursor.fetchall()):
+        if not kept or first < kept[-1][1]:
+            kept.append((month, first))
+    firsts: list[tuple[date, int | None]] = [(m, f) for m, f in reversed(kept)]
+    if firsts:
+        firsts[0] = (firsts[0][0], None)  # the oldest month from MINVALUE
     cursor.execute(f"SELECT coalesce(max(id), 0) FROM {DISPATCH}")
     top = cursor.fetchone()[0]
     if not firsts:
@@ -442,14 +449,18 @@ def _rebuild(cursor: Any, table: str, layout: list[tuple[date, int | None, int]]
                            f"FOR VALUES {bounds}")
         cursor.execute(f"CREATE TABLE {q(table + '_default')} PARTITION OF {q(table)} DEFAULT")
 
-    # Copy in chunks of ids, before any index exists (building them after is faster).
-    cursor.execute(f"SELECT min(id), max(id) FROM {q(old)}")
-    low, high = cursor.fetchone()
-    start = low
-    while start is not None and start <= high:
-        cursor.execute(f"INSERT INTO {q(table)} ({columns}) SELECT {columns} FROM {q(old)} "
-                       f"WHERE id >= %s AND id < %s", [start, start + COPY_CHUNK])
-        start += COPY_CHUNK
+    # Copy in chunks (keyset by id: months leave wide gaps between ids), before any
+    # index exists: building them afterwards is faster than updating them per row.
+    after = -(2**63)
+    while True:
+        cursor.execute(f"WITH copied AS (INSERT INTO {q(table)} ({columns}) SELECT {columns} FROM {q(old)} "
+                       f"WHERE id > %s ORDER BY id LIMIT %s RETURNING id) SELECT count(*), max(id) FROM copied",
+                       [after, COPY_CHUNK])
+        count, after = cursor.fetchone()
+        if not count:
+            break
+    cursor.execute(f"SELECT max(id) FROM {q(old)}")
+    high = cursor.fetchone()[0]
 
     for source, name, _ in referencing:
         cursor.execute(f"ALTER TABLE {source} DROP CONSTRAINT {q(name)}")
