@@ -453,9 +453,9 @@ def _rebuild(cursor: Any, table: str, layout: list[tuple[date, int | None, int]]
     # index exists: building them afterwards is faster than updating them per row.
     after = -(2**63)
     while True:
-        cursor.execute(f"WITH copied AS (INSERT INTO {q(table)} ({columns}) SELECT {columns} FROM {q(old)} "
-                       f"WHERE id > %s ORDER BY id LIMIT %s RETURNING id) SELECT count(*), max(id) FROM copied",
-                       [after, COPY_CHUNK])
+        cursor.execute(f"WITH copied AS (INSERT INTO {q(table)} ({columns}) SELECT {columns} "
+                       f"FROM {q(old)} WHERE id > %s ORDER BY id LIMIT %s RETURNING id) "
+                       f"SELECT count(*), max(id) FROM copied", [after, COPY_CHUNK])
         count, after = cursor.fetchone()
         if not count:
             break
