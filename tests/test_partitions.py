@@ -4,7 +4,8 @@ Two databases: the suite's own (created by migrating, so partitioned like
 every test that runs on it), and a scratch database of this module's, created
 here and dropped after: migrated to 0005 (today's schema), filled through the
 ORM with months of history, migrated forward, and then aged by the sweep.
-Marked ``partitioning``: PostgreSQL only, deselected on the embedded profile.
+Marked ``partitioning`` (PostgreSQL only), deselected on the embedded profile;
+the command's own test runs on both profiles.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ from dispatcher import partitions
 from dispatcher.bulk import create_dispatches
 from dispatcher.models import Dispatch, DispatchError, Message
 from dispatcher.partitions import DISPATCH, ERROR, add_months, month_of, partition_name
-from dispatcher.sweeps import cleanup_sent
+from dispatcher.sweeps import cleanup_sent, maintain_partitions
 
-pytestmark = pytest.mark.partitioning
+#: PostgreSQL only; deselected on the embedded profile (SQLite). The command's test runs on both.
+partitioning = pytest.mark.partitioning
 
 BEFORE = ("dispatcher", "0005_dispatch_result")
 AFTER = ("dispatcher", "0006_partitioned_history")
@@ -57,6 +59,7 @@ def current_partition() -> str:
 
 
 # -- the suite's database ---------------------------------------------------------------------------
+@partitioning
 @pytest.mark.django_db
 def test_the_suite_runs_on_the_partitioned_schema():
     _require_postgresql()
@@ -80,6 +83,7 @@ def test_the_suite_runs_on_the_partitioned_schema():
     assert keys == ["PRIMARY KEY (id)", "PRIMARY KEY (id, dispatch_id)"]
 
 
+@partitioning
 @pytest.mark.django_db
 def test_inserts_land_in_this_months_partition():
     _require_postgresql()
@@ -103,9 +107,11 @@ def test_partition_command_on_the_suites_database(capsys):
     call_command("dispatcher_partitions")
     out = capsys.readouterr().out
     if connection.vendor == "postgresql":
-        assert out.strip() == "created 0: -; dropped 0: -"
-    else:
+        assert out.strip() == "created 0: -; dropped 0: -"  # this month and the next two exist
+    else:  # SQLite: plain tables, and cleanup_sent is the retention
         assert "not partitioned (sqlite)" in out
+        assert maintain_partitions() == partitions.Report()
+        assert partitions.dropped_whole(timezone.now()) is None
 
 
 # -- a scratch database: the migration from today's schema ---------------------------------------
@@ -221,6 +227,7 @@ def on_scratch(scratch, django_db_blocker) -> Iterator[Scratch]:
         yield scratch
 
 
+@partitioning
 def test_migration_keeps_every_row_id_state_and_error(on_scratch):
     s = on_scratch
     assert partitions.is_partitioned()
@@ -233,6 +240,7 @@ def test_migration_keeps_every_row_id_state_and_error(on_scratch):
     assert [e.attempt for e in failed.errors.order_by("attempt")] == [1, 2]
 
 
+@partitioning
 def test_migration_makes_a_partition_per_month_of_history(on_scratch):
     s = on_scratch
     with connection.cursor() as cursor:
@@ -249,6 +257,7 @@ def test_migration_makes_a_partition_per_month_of_history(on_scratch):
     assert layout[-2].hi - layout[-2].lo == partitions.STEP
 
 
+@partitioning
 def test_after_the_migration_ids_continue_and_inserts_land_in_this_month(on_scratch):
     s = on_scratch
     top = max(d["id"] for d in s.dispatches)
@@ -266,6 +275,7 @@ def test_after_the_migration_ids_continue_and_inserts_land_in_this_month(on_scra
     assert error.pk == max(e["id"] for e in s.errors) + 1
 
 
+@partitioning
 def test_the_sweep_creates_months_ahead_and_starts_each_months_ids(on_scratch):
     s = on_scratch
     this = month_of(s.now)
@@ -285,6 +295,7 @@ def test_the_sweep_creates_months_ahead_and_starts_each_months_ids(on_scratch):
     assert Dispatch.objects.create(message=message, messenger="smtp", address="x@example.org").pk == first + 1
 
 
+@partitioning
 def test_rows_the_default_partition_took_move_into_a_new_month(on_scratch):
     """No insert ever fails: an id beyond every month goes to the default
     partition, and into its month's partition once the sweep creates it."""
@@ -302,6 +313,7 @@ def test_rows_the_default_partition_took_move_into_a_new_month(on_scratch):
     assert Dispatch.objects.filter(pk=stray.pk).exists()
 
 
+@partitioning
 def test_retention_drops_old_months_whole_and_keeps_one_with_unfinished_rows(on_scratch, capsys):
     s = on_scratch
     # Cutoff inside the month three months back: the two months before it are past retention.
@@ -360,6 +372,7 @@ def test_retention_drops_old_months_whole_and_keeps_one_with_unfinished_rows(on_
     assert not Dispatch.objects.filter(pk__in=s.by_month[oldest]).exists()
 
 
+@partitioning
 def test_a_drop_that_cannot_get_its_lock_fails_the_command(on_scratch, monkeypatch):
     s = on_scratch
     monkeypatch.setattr(partitions, "LOCK_TIMEOUT", "200ms")
@@ -380,6 +393,7 @@ def test_a_drop_that_cannot_get_its_lock_fails_the_command(on_scratch, monkeypat
     assert partitions.maintain(days=days).dropped == [partition_name(DISPATCH, kept)]
 
 
+@partitioning
 def test_the_migration_reverses(on_scratch):
     """Back to plain tables (with the foreign key again) and forward again, every row kept."""
     s = on_scratch
