@@ -248,10 +248,14 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "dispatcher.logging.JsonFormatter"},
     },
+    # Every record that reaches the console, Django's own included (a 500's
+    # traceback may quote a URL with its password), is masked first.
+    "filters": {"redact": {"()": "messengers.redact.RedactingFilter"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json" if DISPATCHER_LOG_FORMAT == "json" else "plain",
+            "filters": ["redact"],
         }
     },
     "root": {"handlers": ["console"], "level": "WARNING"},

@@ -42,9 +42,12 @@ __all__ = [
     "FanOut",
     "Recipient",
     "cancel",
+    "get_dispatcher_urls",
     "get_registered_message_types",
     "get_registered_messenger_object",
     "get_registered_messenger_objects",
+    "get_sitemessage_urls",
+    "get_user_preferences_for_ui",
     "pm_broadcast",
     "pm_write",
     "recipient_stream",
@@ -52,20 +55,46 @@ __all__ = [
     "register_message_types",
     "register_messenger_objects",
     "retry_now",
+    "schedule_email",
     "schedule_messages",
     "send_scheduled_messages",
     "send_test_message",
+    "set_user_preferences_from_request",
+    "subscribe",
+    "subscribe_to_model_event",
+    "unsubscribe",
+    "unsubscribe_from_model_event",
 ]
 
 if TYPE_CHECKING:  # for type checkers only; see __getattr__ below
     from .inbox.api import Inbox, pm_broadcast, pm_write
+    from .mail import schedule_email
+    from .model_events import subscribe_to_model_event, unsubscribe_from_model_event
+    from .subscriptions import (
+        get_user_preferences_for_ui,
+        set_user_preferences_from_request,
+        subscribe,
+        unsubscribe,
+    )
+    from .urls import get_dispatcher_urls, get_sitemessage_urls
 
 logger = logging.getLogger("dispatcher.api")
 
-#: Offered here for convenience, but loaded on first use: the private-messages
-#: app is built on this module, and the engine never imports it.
-_LAZY = {"Inbox": "dispatcher.inbox.api", "pm_write": "dispatcher.inbox.api",
-         "pm_broadcast": "dispatcher.inbox.api"}
+#: Offered here, so a site finds everything it calls in one module (as
+#: django-sitemessage's toolbox), but loaded on first use: these are built on
+#: this module (the inbox, subscriptions, model events, Django's mail, the
+#: URLs), and the engine never imports them.
+_LAZY = {
+    "Inbox": "dispatcher.inbox.api", "pm_write": "dispatcher.inbox.api",
+    "pm_broadcast": "dispatcher.inbox.api",
+    "subscribe_to_model_event": "dispatcher.model_events",
+    "unsubscribe_from_model_event": "dispatcher.model_events",
+    "get_user_preferences_for_ui": "dispatcher.subscriptions",
+    "set_user_preferences_from_request": "dispatcher.subscriptions",
+    "subscribe": "dispatcher.subscriptions", "unsubscribe": "dispatcher.subscriptions",
+    "schedule_email": "dispatcher.mail",
+    "get_dispatcher_urls": "dispatcher.urls", "get_sitemessage_urls": "dispatcher.urls",
+}
 
 
 def __getattr__(name: str) -> Any:

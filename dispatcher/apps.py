@@ -1,4 +1,17 @@
+from typing import Any
+
 from django.apps import AppConfig
+
+#: Modules of each installed app imported at startup (DISPATCHER_AUTODISCOVER_MODULES).
+DEFAULT_APP_MODULES = ("dispatchers", "sitemessages")
+
+
+def app_module_names(settings: Any) -> list[str]:
+    names = list(getattr(settings, "DISPATCHER_AUTODISCOVER_MODULES", DEFAULT_APP_MODULES))
+    seed_name = getattr(settings, "SITEMESSAGE_APP_MODULE_NAME", None)  # django-sitemessage's setting
+    if seed_name and seed_name not in names:
+        names.append(seed_name)
+    return names
 
 
 class DispatcherConfig(AppConfig):
@@ -16,6 +29,13 @@ class DispatcherConfig(AppConfig):
         from . import beat, model_events, sqlite  # noqa: F401  (connect their signal receivers)
 
         model_events.load_from_settings()
+
+        # Each app's module where it registers message types and messengers
+        # (django-sitemessage's sitemessages.py), imported in every process.
+        from django.conf import settings
+        from django.utils.module_loading import autodiscover_modules
+
+        autodiscover_modules(*app_module_names(settings))
 
         from .dashboard.admin_link import install_admin_link
 

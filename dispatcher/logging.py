@@ -54,7 +54,7 @@ class JsonFormatter(logging.Formatter):
             if key not in _RESERVED and key not in data and not key.startswith("_"):
                 data[key] = value
         if record.exc_info:
-            data["exc_info"] = self.formatException(record.exc_info)
+            data["exc_info"] = record.exc_text or self.formatException(record.exc_info)
         if record.stack_info:
             data["stack_info"] = self.formatStack(record.stack_info)
         return json.dumps(data, default=str, ensure_ascii=False)

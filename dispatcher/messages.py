@@ -6,6 +6,11 @@ unsubscribe links) is never shared between recipients.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import mimetypes
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, ClassVar
 
 from django.conf import settings
@@ -13,12 +18,116 @@ from django.template.loader import render_to_string
 from django.utils.functional import lazy
 from django.utils.html import strip_tags
 
-from messengers.base import MessengerBase, Rendered
+from messengers.base import Attachment, MessengerBase, Rendered
 
 from . import links
+from .exceptions import InvalidArgument
 
 #: Message context flag: the recipients are subscribers, so mails carry unsubscribe headers.
 UNSUBSCRIBABLE = "_unsubscribe"
+#: Message context key of the attachments (a list of dicts, the bytes in base64).
+ATTACHMENTS = "_attachments"
+#: Default of ``settings.DISPATCHER_MAIL_MAX_BYTES``: the most a mail's text,
+#: HTML and attachments (before encoding) may weigh together.
+DEFAULT_MAIL_MAX_BYTES = 10 * 1024 * 1024
+
+
+class InvalidAttachment(InvalidArgument):
+    """An attachment that is not a file name and bytes (or text), a Path or an ``Attachment``."""
+
+
+class MailTooLarge(InvalidArgument):
+    """A mail whose text, HTML and attachments weigh more than ``DISPATCHER_MAIL_MAX_BYTES``."""
+
+
+def mail_max_bytes() -> int:
+    return int(getattr(settings, "DISPATCHER_MAIL_MAX_BYTES", DEFAULT_MAIL_MAX_BYTES))
+
+
+def to_attachment(item: Any) -> Attachment:
+    """An :class:`Attachment` from what Django's ``EmailMessage.attach`` takes:
+    ``(filename, content[, mimetype])`` with bytes or text, a ``Path``, or an
+    ``Attachment``. A missing type is guessed from the name, as Django does."""
+    if isinstance(item, Attachment):
+        attachment = item
+    elif isinstance(item, Path):
+        try:
+            content = item.read_bytes()
+        except OSError as exc:
+            raise InvalidAttachment(f"attachment {str(item)!r} cannot be read: {exc.strerror}") from None
+        attachment = Attachment(item.name, content, _guess(item.name))
+    elif isinstance(item, (tuple, list)) and len(item) in (2, 3):
+        filename, content, mimetype = (*item, None) if len(item) == 2 else item
+        if filename is not None and not isinstance(filename, str):
+            raise InvalidAttachment(f"an attachment's name must be a string, not {type(filename).__name__}")
+        if isinstance(content, str):
+            content = content.encode("utf-8")
+        if not isinstance(content, (bytes, bytearray, memoryview)):
+            raise InvalidAttachment(
+                f"the content of attachment {filename!r} must be bytes or text, not {type(content).__name__}"
+            )
+        attachment = Attachment(filename or None, bytes(content), mimetype or _guess(filename),
+                                "attachment" if filename else None)
+    else:
+        raise InvalidAttachment(
+            f"{type(item).__name__} is not an attachment: give (filename, content[, mimetype]), "
+            "a pathlib.Path or a messengers.base.Attachment"
+        )
+    if not isinstance(attachment.mimetype, str) or attachment.mimetype.count("/") != 1:
+        raise InvalidAttachment(
+            f"attachment {attachment.filename!r}: {attachment.mimetype!r} is not a MIME type"
+        )
+    return attachment
+
+
+def _guess(filename: str | None) -> str:
+    return (mimetypes.guess_type(filename)[0] if filename else None) or "application/octet-stream"
+
+
+def store_attachments(context: dict[str, Any], attachments: Iterable[Any] | None, *texts: Any) -> None:
+    """Put ``attachments`` into a message context (base64), refusing a mail over the size limit.
+
+    ``texts`` (the text and HTML given, when they are strings) count towards
+    the limit with the attachments' bytes.
+    """
+    files = [to_attachment(a) for a in attachments or ()]
+    size = sum(len(a.content) for a in files) + sum(
+        len(t.encode("utf-8", "surrogatepass")) for t in texts if isinstance(t, str)
+    )
+    limit = mail_max_bytes()
+    if size > limit:
+        raise MailTooLarge(
+            f"the mail weighs {size} bytes (text, HTML and attachments); at most {limit} are "
+            "accepted (settings.DISPATCHER_MAIL_MAX_BYTES)"
+        )
+    if files:
+        context[ATTACHMENTS] = [
+            {"filename": a.filename, "mimetype": a.mimetype, "disposition": a.disposition,
+             "content_id": a.content_id, "content": base64.b64encode(a.content).decode("ascii")}
+            for a in files
+        ]
+
+
+def load_attachments(message_model: Any) -> tuple[Attachment, ...]:
+    """The attachments stored in a message's context, decoded once per message object."""
+    cached = getattr(message_model, "_dispatcher_attachments", None)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    stored = message_model.context.get(ATTACHMENTS) or []
+    try:
+        loaded = tuple(
+            Attachment(item.get("filename"), base64.b64decode(item["content"], validate=True),
+                       item.get("mimetype") or "application/octet-stream",
+                       item.get("disposition"), item.get("content_id"))
+            for item in stored
+        )
+    except (KeyError, TypeError, AttributeError, binascii.Error) as exc:
+        raise ValueError(f"the message's stored attachments are damaged: {exc!r}") from None
+    try:
+        message_model._dispatcher_attachments = loaded
+    except AttributeError:
+        pass  # an object that takes no attributes: decoded again next time
+    return loaded
 
 
 class MessageBase:
@@ -88,13 +197,15 @@ class MessageBase:
         if not template and not cls.html_template:
             # Fast path: plain texts need no template engine.
             text = str(stored.get("text", ""))
-            return Rendered(subject=cls.get_subject(stored, text), text=text)
+            return Rendered(subject=cls.get_subject(stored, text), text=text,
+                            attachments=load_attachments(message_model) if ATTACHMENTS in stored else ())
         context = cls.get_context(message_model, dispatch)
         text = render_to_string(template, context) if template else str(stored.get("text", ""))
         html = render_to_string(cls.html_template, context) if cls.html_template else ""
         if html and not text:
             text = strip_tags(html)
-        return Rendered(subject=cls.get_subject(stored, text), text=text, html=html)
+        return Rendered(subject=cls.get_subject(stored, text), text=text, html=html,
+                        attachments=load_attachments(message_model))
 
     @staticmethod
     def get_subject(context: dict[str, Any], text: str) -> str:
@@ -116,29 +227,38 @@ class PlainTextMessage(MessageBase):
 
 
 class EmailTextMessage(MessageBase):
-    """An e-mail with a subject and a plain-text body."""
+    """An e-mail with a subject and a plain-text body.
+
+    ``attachments``: ``(filename, content[, mimetype])`` tuples (bytes or
+    text), ``pathlib.Path`` objects or ``messengers.base.Attachment``; the
+    whole mail may weigh at most ``DISPATCHER_MAIL_MAX_BYTES``.
+    """
 
     alias = "email_plain"
     title = "E-mail (text)"
     requires = "email"
 
-    def __init__(self, subject: str, text_or_context: str | dict[str, Any], template_path: str | None = None):
+    def __init__(self, subject: str, text_or_context: str | dict[str, Any], template_path: str | None = None,
+                 attachments: Iterable[Any] | None = None):
         context = {"text": text_or_context} if isinstance(text_or_context, str) else dict(text_or_context)
         context["subject"] = subject
         super().__init__(context, template_path)
+        store_attachments(self.context, attachments, self.context.get("text"))
 
 
 class EmailHtmlMessage(MessageBase):
     """An e-mail with an HTML body (and its text version for plain-text clients).
 
-    Give the HTML itself, or a context dict and ``template_path``.
+    Give the HTML itself, or a context dict and ``template_path``;
+    ``attachments`` as for :class:`EmailTextMessage`.
     """
 
     alias = "email_html"
     title = "E-mail (HTML)"
     requires = "email"
 
-    def __init__(self, subject: str, html_or_context: str | dict[str, Any], template_path: str | None = None):
+    def __init__(self, subject: str, html_or_context: str | dict[str, Any], template_path: str | None = None,
+                 attachments: Iterable[Any] | None = None):
         if isinstance(html_or_context, str):
             context: dict[str, Any] = {"html": html_or_context}
         else:
@@ -147,6 +267,7 @@ class EmailHtmlMessage(MessageBase):
         super().__init__(context, None)
         if template_path:
             self.context["_html_template"] = template_path
+        store_attachments(self.context, attachments, self.context.get("html"), self.context.get("text"))
 
     @classmethod
     def render(cls, message_model: Any, dispatch: Any) -> Rendered:
@@ -157,7 +278,36 @@ class EmailHtmlMessage(MessageBase):
         else:
             html = str(stored.get("html", ""))
         text = str(stored.get("text") or strip_tags(html))
-        return Rendered(subject=cls.get_subject(stored, text), text=text, html=html)
+        return Rendered(subject=cls.get_subject(stored, text), text=text, html=html,
+                        attachments=load_attachments(message_model))
+
+
+class DjangoEmailMessage(MessageBase):
+    """A mail handed to Django's mail API (``send_mail``, ``EmailMessage.send``)
+    and sent through the dispatcher by ``dispatcher.mail.EmailBackend``.
+
+    It carries what Django's SMTP backend would write: the subject, the text
+    and HTML parts, the headers (From, To, Cc, Reply-To and the extra ones,
+    already decoded) and the attachments. Each recipient (To, Cc and Bcc) is
+    a dispatch of its own; the headers are the same for all of them.
+    """
+
+    alias = "django_email"
+    title = "E-mail (Django mail)"
+    requires = "email"
+    allow_user_subscription = False
+
+    def __init__(self, subject: str, text: str = "", html: str = "", headers: dict[str, str] | None = None,
+                 attachments: Iterable[Any] | None = None):
+        super().__init__({"subject": subject, "text": text, "html": html, "headers": dict(headers or {})})
+        store_attachments(self.context, attachments, text, html)
+
+    @classmethod
+    def render(cls, message_model: Any, dispatch: Any) -> Rendered:
+        stored = message_model.context
+        return Rendered(subject=str(stored.get("subject") or ""), text=str(stored.get("text") or ""),
+                        html=str(stored.get("html") or ""), headers=dict(stored.get("headers") or {}),
+                        attachments=load_attachments(message_model))
 
 
 class ModelEventMessage(MessageBase):
@@ -177,5 +327,5 @@ class ModelEventMessage(MessageBase):
 
 
 BUILTIN_MESSAGE_TYPES: list[type[MessageBase]] = [
-    PlainTextMessage, EmailTextMessage, EmailHtmlMessage, ModelEventMessage,
+    PlainTextMessage, EmailTextMessage, EmailHtmlMessage, DjangoEmailMessage, ModelEventMessage,
 ]

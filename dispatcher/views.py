@@ -8,6 +8,8 @@ token) and is authorised by the signed token alone.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
@@ -21,6 +23,14 @@ from django.views.decorators.http import require_http_methods, require_POST
 from . import links
 from .model_events import unsubscribe_dispatch_model_event
 from .models import Dispatch, Subscription
+from .registry import get_registered_message_types
+from .signals import (
+    dispatch_read,
+    read_failed,
+    send_link_signal,
+    unsubscribe_failed,
+    unsubscribed,
+)
 from .subscriptions import get_user_preferences_for_ui, set_user_preferences_from_request
 
 PIXEL = (
@@ -59,15 +69,31 @@ def unsubscribe_dispatch(dispatch: Dispatch) -> int:
     ).delete()[0]
 
 
+def _signal_sender(dispatch: Dispatch) -> Any:
+    """Link signals are sent by the message type class (as django-sitemessage sends them)."""
+    return get_registered_message_types().get(dispatch.message.message_type, Dispatch)
+
+
+def _unsubscribe(request: HttpRequest, dispatch: Dispatch) -> None:
+    removed = unsubscribe_dispatch(dispatch)
+    send_link_signal(unsubscribed, _signal_sender(dispatch), request=request, message=dispatch.message,
+                     dispatch=dispatch, removed=removed)
+
+
+def _unsubscribe_failed(request: HttpRequest, exc: links.BadToken) -> None:
+    send_link_signal(unsubscribe_failed, None, request=request, message=None, dispatch=None, reason=str(exc))
+
+
 @never_cache
 @require_http_methods(["GET", "POST"])
 def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
     try:
         dispatch = _dispatch_for(token, links.UNSUBSCRIBE)
     except links.BadToken as exc:
+        _unsubscribe_failed(request, exc)
         return render(request, "dispatcher/unsubscribe.html", {"error": str(exc)}, status=400)
     if request.method == "POST":
-        unsubscribe_dispatch(dispatch)
+        _unsubscribe(request, dispatch)
         return render(request, "dispatcher/unsubscribe.html", {"done": True, "dispatch": dispatch})
     return render(request, "dispatcher/unsubscribe.html", {"dispatch": dispatch})
 
@@ -81,8 +107,9 @@ def unsubscribe_one_click(request: HttpRequest, token: str) -> HttpResponse:
     try:
         dispatch = _dispatch_for(token, links.UNSUBSCRIBE)
     except links.BadToken as exc:
+        _unsubscribe_failed(request, exc)
         return HttpResponseBadRequest(str(exc))
-    unsubscribe_dispatch(dispatch)
+    _unsubscribe(request, dispatch)
     return HttpResponse("unsubscribed", content_type="text/plain")
 
 
@@ -92,9 +119,15 @@ def read_pixel(request: HttpRequest, token: str) -> HttpResponse:
     sets ``read_at`` once, from a signed token, and changes nothing else."""
     try:
         dispatch_id = links.read_token(token, links.READ)
-    except links.BadToken:
+    except links.BadToken as exc:
+        send_link_signal(read_failed, None, request=request, message=None, dispatch=None, reason=str(exc))
         return HttpResponse(PIXEL, content_type="image/gif")
-    Dispatch.objects.filter(pk=dispatch_id, read_at__isnull=True).update(read_at=timezone.now())
+    first = bool(Dispatch.objects.filter(pk=dispatch_id, read_at__isnull=True).update(read_at=timezone.now()))
+    if dispatch_read.receivers:  # the pixel stays one UPDATE when nobody listens
+        dispatch = Dispatch.objects.select_related("message").filter(pk=dispatch_id).first()
+        if dispatch is not None:
+            send_link_signal(dispatch_read, _signal_sender(dispatch), request=request,
+                             message=dispatch.message, dispatch=dispatch, first=first)
     return HttpResponse(PIXEL, content_type="image/gif")
 
 
@@ -108,5 +141,6 @@ def preferences(request: HttpRequest) -> HttpResponse:
         except PermissionDenied as exc:
             return HttpResponse(str(exc), status=403, content_type="text/plain")
         return redirect("dispatcher:preferences")
-    messengers, rows = get_user_preferences_for_ui(request.user)
-    return render(request, "dispatcher/preferences.html", {"messengers": messengers, "rows": rows})
+    prefs = get_user_preferences_for_ui(request.user)
+    context = {"messengers": prefs.messengers, "rows": prefs.rows}
+    return render(request, "dispatcher/preferences.html", context)

@@ -18,6 +18,22 @@ from .outcomes import FAILED, SENT, Outcomes
 from .redact import register_secret
 
 
+@dataclass(frozen=True)
+class Attachment:
+    """A file carried by an e-mail: its name, bytes and MIME type.
+
+    ``disposition`` is ``"attachment"`` or ``"inline"`` (None: no
+    Content-Disposition header); ``content_id`` (``"<logo@example.org>"``)
+    lets an HTML part show an inline part as ``cid:logo@example.org``.
+    """
+
+    filename: str | None
+    content: bytes
+    mimetype: str = "application/octet-stream"
+    disposition: str | None = "attachment"
+    content_id: str | None = None
+
+
 @dataclass
 class Rendered:
     """A message rendered for one dispatch (one recipient)."""
@@ -26,6 +42,8 @@ class Rendered:
     text: str = ""
     html: str = ""
     headers: dict[str, str] = field(default_factory=dict)
+    #: Files for messengers that carry them (e-mail); others ignore them.
+    attachments: tuple[Attachment, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 ``FacebookMessenger(page_access_token)``. The address ``''`` posts to the
 page the token belongs to (or ``page_id=``); another address is a page id.
+``FacebookMessenger(token, proxy)`` as django-sitemessage takes it works too.
 A text that is a single URL is posted as a link, anything else as a message.
 Page tokens come from :func:`get_page_tokens`.
 """
@@ -19,6 +20,7 @@ import requests
 from .base import Envelope
 from .exceptions import InvalidAddress, MessengerError, PermanentError, RateLimited, TemporaryError
 from .http import Call, HTTPMessenger
+from .proxy import ProxySpec, take_positional_proxy
 from .redact import redact, register_secret
 
 DEFAULT_API_VERSION = "v21.0"
@@ -60,16 +62,20 @@ class FacebookMessenger(HTTPMessenger):
     def __init__(
         self,
         page_access_token: str,
-        page_id: str = "me",
+        page_id: str | ProxySpec = "me",
         *,
         api_version: str = DEFAULT_API_VERSION,
         app_secret: str | None = None,
         throttle_delay: float = 600,
         **http_options: Any,
     ) -> None:
+        # django-sitemessage's FacebookMessenger(token, proxy): a proxy in the
+        # page id's place (a dict, a callable, a URL) is the proxy.
+        if take_positional_proxy("fb", page_id, http_options):
+            page_id = "me"
         super().__init__(**http_options)
         self.page_access_token = page_access_token
-        self.page_id = page_id or "me"
+        self.page_id = str(page_id or "me")
         self.api_version = api_version
         self.app_secret = app_secret
         self.throttle_delay = throttle_delay

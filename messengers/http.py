@@ -132,8 +132,9 @@ class HTTPMessenger(MessengerBase):
 
     #: Default root of the provider's API; ``api_base=`` overrides it.
     api_base: str = ""
-    #: Attribute of a user object holding its address for this messenger.
-    address_attribute: str | None = None
+    #: Attribute of a user object holding its address for this messenger, or
+    #: several tried in order (ours, then django-sitemessage's name).
+    address_attribute: str | tuple[str, ...] | None = None
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     user_agent: str = "dispatcher-messenger/1.0"
@@ -169,7 +170,12 @@ class HTTPMessenger(MessengerBase):
     def get_address(cls, recipient: Any) -> Any:
         if recipient is None or isinstance(recipient, (str, int)) or not cls.address_attribute:
             return recipient
-        return getattr(recipient, cls.address_attribute, None)
+        names = cls.address_attribute
+        for name in (names,) if isinstance(names, str) else names:
+            value = getattr(recipient, name, None)
+            if value not in (None, ""):
+                return value
+        return None
 
     # -- batch lifecycle ---------------------------------------------------------
     def before_send(self) -> None:

@@ -6,13 +6,21 @@ e-mail addresses; users give ``user.email``, as with the smtp messenger.
 
 from __future__ import annotations
 
+import base64
 from email.utils import parseaddr
 from typing import Any
 
-from .base import Envelope
+from .base import Attachment, Envelope
 from .exceptions import InvalidAddress, MessengerError, PermanentError, TemporaryError
 from .http import Call, HTTPMessenger
 from .redact import redact
+
+#: Headers Postmark takes as fields of the request.
+PAYLOAD_FIELDS = {"from": "From", "reply-to": "ReplyTo"}
+#: Headers Postmark writes itself. To and Cc are not shown: a Postmark
+#: request delivers to every address in its To and Cc, and a dispatch is
+#: one recipient. Bcc is never shown.
+DROPPED_HEADERS = frozenset({"to", "cc", "bcc", "date", "subject"})
 
 INACTIVE_RECIPIENT = 406
 #: Postmark ErrorCodes that clear up by themselves (100: maintenance).
@@ -63,13 +71,35 @@ class PostmarkMessenger(HTTPMessenger):
         }
         if rendered.html:
             payload["HtmlBody"] = rendered.html
-        if rendered.headers:
-            payload["Headers"] = [{"Name": k, "Value": v} for k, v in rendered.headers.items()]
+        headers = []
+        for name, value in rendered.headers.items():
+            lower = name.lower()
+            if lower in PAYLOAD_FIELDS:
+                payload[PAYLOAD_FIELDS[lower]] = value
+            elif lower not in DROPPED_HEADERS:
+                headers.append({"Name": name, "Value": value})
+        if headers:
+            payload["Headers"] = headers
+        attachments = getattr(rendered, "attachments", ())
+        if attachments:
+            payload["Attachments"] = [self.attachment(a) for a in attachments]
         if self.track_opens is not None:
             payload["TrackOpens"] = self.track_opens
         if getattr(dispatch, "pk", None):
             payload["Metadata"] = {"dispatch_id": str(dispatch.pk)}
         return payload
+
+    @staticmethod
+    def attachment(attachment: Attachment) -> dict[str, Any]:
+        """An attachment as Postmark takes it (base64 content; inline parts by ContentID)."""
+        item = {
+            "Name": attachment.filename or "attachment",
+            "Content": base64.b64encode(attachment.content).decode("ascii"),
+            "ContentType": attachment.mimetype or "application/octet-stream",
+        }
+        if attachment.content_id:
+            item["ContentID"] = "cid:" + attachment.content_id.strip().strip("<>")
+        return item
 
     def build_request(self, envelope: Envelope) -> Call:
         headers = {"Accept": "application/json", "X-Postmark-Server-Token": self.server_token}

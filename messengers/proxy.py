@@ -183,3 +183,21 @@ def _refusal(kind: ProxyType, exc: ProxyError, host: str, port: int) -> str:
     if "authentication failure" in text.lower():
         return "the proxy refused our credentials"
     return f"SOCKS5 handshake failed: {text}"
+
+
+def is_proxy_spec(value: object) -> bool:
+    """Whether a value given in another argument's place is a proxy setting: a
+    dict, a callable or a URL (``scheme://``). django-sitemessage's
+    ``FacebookMessenger(token, proxy)`` and ``VKontakteMessenger(token, proxy)``
+    take the proxy second, where ours take a page or owner id."""
+    return isinstance(value, Mapping) or callable(value) or (isinstance(value, str) and "://" in value)
+
+
+def take_positional_proxy(messenger: str, value: object, options: dict) -> bool:
+    """Move a proxy given positionally into ``options["proxy"]``; True if it was one."""
+    if not is_proxy_spec(value):
+        return False
+    if options.get("proxy") not in (None, "", {}):
+        raise MessengerConfigurationError(f"{messenger}: a proxy given twice (second argument and proxy=)")
+    options["proxy"] = value
+    return True

@@ -72,6 +72,12 @@ class RedactingFilter(logging.Filter):
         masked = redact(_mask(message, self.patterns))
         if masked != message:
             record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            # A traceback quotes exception texts (a database URL with its
+            # password, say): formatted and masked once, here; formatters use it.
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(_mask(record.exc_text, self.patterns))
         return True
 
 

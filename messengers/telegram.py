@@ -79,7 +79,8 @@ class TelegramMessenger(HTTPMessenger):
     alias = "telegram"
     title = "Telegram"
     api_base = "https://api.telegram.org"
-    address_attribute = "telegram_chat_id"
+    #: ours, then django-sitemessage's
+    address_attribute = ("telegram_chat_id", "telegram")
     requires_text = True
     secret_options = ("auth_token",)
 

@@ -46,7 +46,8 @@ class TwitterMessenger(HTTPMessenger):
     alias = "twitter"
     title = "X (Twitter)"
     api_base = "https://api.x.com"
-    address_attribute = "twitter_username"
+    #: ours, then django-sitemessage's
+    address_attribute = ("twitter_username", "twitter")
     requires_text = True
     max_text_length: int | None = TWEET_LENGTH
     secret_options = ("api_key", "api_secret", "access_token", "access_token_secret")

@@ -2,7 +2,8 @@
 
 ``VKontakteMessenger(access_token)``. An address is a wall owner id: a
 community wall is negative (``'-12345'``), a user's wall positive; ``''``
-posts to the configured ``owner_id``.
+posts to the configured ``owner_id``. ``VKontakteMessenger(token, proxy)``
+as django-sitemessage takes it works too.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from .base import Envelope
 from .exceptions import InvalidAddress, MessengerError, PermanentError, RateLimited, TemporaryError
 from .http import Call, HTTPMessenger
+from .proxy import ProxySpec, take_positional_proxy
 from .redact import redact
 
 API_VERSION = "5.199"
@@ -35,19 +37,24 @@ class VKontakteMessenger(HTTPMessenger):
     alias = "vk"
     title = "VK"
     api_base = "https://api.vk.ru/method/"
-    address_attribute = "vk_owner_id"
+    #: ours, then django-sitemessage's
+    address_attribute = ("vk_owner_id", "vkontakte")
     requires_text = True
     secret_options = ("access_token",)
 
     def __init__(
         self,
         access_token: str,
-        owner_id: int | str | None = None,
+        owner_id: int | str | ProxySpec = None,
         *,
         from_group: bool | None = None,
         api_version: str = API_VERSION,
         **http_options: Any,
     ) -> None:
+        # django-sitemessage's VKontakteMessenger(token, proxy): a proxy in the
+        # owner id's place (a dict, a callable, a URL) is the proxy.
+        if take_positional_proxy("vk", owner_id, http_options):
+            owner_id = None
         super().__init__(**http_options)
         self.access_token = access_token
         self.owner_id = str(owner_id) if owner_id not in (None, "") else ""

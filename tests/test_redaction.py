@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import logging.config
+
 import pytest
+from django.conf import settings
 
 from messengers.redact import redact
 
@@ -26,3 +30,16 @@ def test_url_passwords_are_masked(text, masked):
 ])
 def test_urls_without_a_password_are_left_alone(text):
     assert redact(text) == text
+
+
+def test_a_logged_traceback_quoting_a_password_is_masked_on_the_console(capfd):
+    """What a 500 logs (django.request, with the traceback) goes through the
+    console handler's filter, as configured in config/settings.py."""
+    logging.config.dictConfig(settings.LOGGING)
+    try:
+        raise ConnectionError("could not connect to redis://:s3cr3t-pass@10.0.0.1:6379/0")
+    except ConnectionError:
+        logging.getLogger("django.request").exception("Internal Server Error: /dispatcher/ops/")
+    err = capfd.readouterr().err
+    assert "Internal Server Error" in err and "ConnectionError" in err
+    assert "s3cr3t-pass" not in err and "redis://:***@10.0.0.1" in err

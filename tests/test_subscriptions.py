@@ -82,9 +82,9 @@ def test_subscriptions_are_unique(ann):
 
 # -- preferences ------------------------------------------------------------------------------
 def test_preferences_offer_only_what_a_user_may_subscribe_to(ann):
-    messengers, rows = get_user_preferences_for_ui(ann)
-    assert "mymessenger" not in [alias for alias, _ in messengers]  # allow_user_subscription=False
-    by_type = {row.message_type: row for row in rows}
+    prefs = get_user_preferences_for_ui(ann)
+    assert "mymessenger" not in [alias for alias, _ in prefs.messengers]  # allow_user_subscription=False
+    by_type = {row.message_type: row for row in prefs.rows}
     assert "security_alert" not in by_type  # allow_user_subscription=False
     cells = {alias: available for alias, _, _, available in by_type["newsletter"].cells}
     assert cells["smtp"] is True and cells["flaky"] is False  # supported_messengers

@@ -129,7 +129,8 @@ def test_the_wheel_ships_dispatcher_and_messengers_with_tasks_inside_and_no_demo
                     "dispatcher/migrations/0001_initial.py", "dispatcher/inbox/migrations/0001_initial.py",
                     "dispatcher/templates/dispatcher/dashboard/index.html",
                     "dispatcher/static/dispatcher/vendor/chartjs/chart.umd.js",
-                    "dispatcher/testing.py", "dispatcher/pytest_plugin.py", "messengers/smtp.py"):
+                    "dispatcher/testing.py", "dispatcher/pytest_plugin.py",
+                    "messengers/smtp/__init__.py", "messengers/xmpp/__init__.py"):
         assert shipped in names, shipped
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     [entry_points] = [n for n in names if n.endswith(".dist-info/entry_points.txt")]

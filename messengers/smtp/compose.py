@@ -8,19 +8,25 @@ leaves a connection in the middle of MAIL/RCPT/DATA.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from email import message_from_bytes
 from email.charset import QP, Charset
+from email.encoders import encode_base64
 from email.header import Header
 from email.message import Message
+from email.mime.base import MIMEBase
+from email.mime.message import MIMEMessage
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.policy import compat32
-from email.utils import formataddr, formatdate, parseaddr
+from email.utils import formataddr, formatdate, getaddresses, parseaddr
 
 import dkim
 import idna
 from dkim.crypto import parse_pem_private_key
 
+from ..base import Attachment
 from ..exceptions import InvalidAddress, MessengerConfigurationError, PermanentError
 
 #: compat32 (six times faster than ``EmailMessage``'s header registry, which
@@ -39,6 +45,13 @@ EMAIL_RE = re.compile(r"^[^@\s<>(),;:\"\[\]]+@[^@\s<>(),;:\"\[\]]+$")
 
 #: C0 and C1 control characters and DEL; TAB is ordinary white space in a header.
 CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+#: A MIME type as RFC 2045 spells it (type "/" subtype, token characters only).
+MIMETYPE_RE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$")
+
+#: Headers whose value is a list of addresses: a non-ASCII display name is
+#: encoded per address (RFC 2047 applies to the phrase, never to the address).
+ADDRESS_HEADERS = frozenset({"from", "sender", "to", "cc", "reply-to"})
 
 
 @dataclass(frozen=True)
@@ -190,25 +203,111 @@ def _header_value(value: str) -> str | Header:
     return value if value.isascii() else Header(value, "utf-8")
 
 
+def _address_header_value(value: str) -> str:
+    """An address list for a header, each non-ASCII display name encoded on its own."""
+    if value.isascii():
+        return value
+    written = []
+    for name, address in getaddresses([value]):
+        if not address:
+            continue
+        try:
+            wire = wire_address(address) if "@" in address else WireAddress(address, not address.isascii())
+        except InvalidAddress as exc:
+            raise PermanentError(str(exc)) from None
+        written.append(formataddr((name, header_address(wire)), charset="utf-8"))
+    return ", ".join(written)
+
+
+def _attachment_part(attachment: Attachment) -> Message:
+    """One attachment as a MIME part, written as Django's mail writes it: a text
+    as text (base64 when it is not UTF-8), a mail as message/rfc822, anything
+    else base64-encoded."""
+    mimetype = attachment.mimetype or "application/octet-stream"
+    if not MIMETYPE_RE.match(mimetype):
+        raise PermanentError(f"SMTP: {mimetype!r} is not a MIME type; not sent")
+    for what, value in (("attachment name", attachment.filename), ("content id", attachment.content_id)):
+        if value:
+            check_header(what, value)
+    if attachment.disposition not in (None, "attachment", "inline"):
+        raise PermanentError(f"SMTP: disposition {attachment.disposition!r} is not attachment or inline")
+    maintype, subtype = mimetype.lower().split("/", 1)
+    part: Message
+    text = None
+    if maintype == "text":
+        try:
+            text = attachment.content.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    if text is not None:
+        part = _mime_text(text, subtype)
+    elif (maintype, subtype) == ("message", "rfc822"):
+        part = MIMEMessage(message_from_bytes(attachment.content, policy=POLICY), policy=POLICY)
+    else:
+        part = MIMEBase(maintype, subtype, policy=POLICY)
+        part.set_payload(attachment.content)
+        encode_base64(part)
+    if attachment.disposition:
+        filename = attachment.filename
+        if filename:
+            # RFC 2231 for a name outside ASCII, as Django writes it.
+            param: str | tuple[str, str, str] = filename if filename.isascii() else ("utf-8", "", filename)
+            part.add_header("Content-Disposition", attachment.disposition, filename=param)
+        else:
+            part.add_header("Content-Disposition", attachment.disposition)
+    if attachment.content_id:
+        part["Content-ID"] = attachment.content_id
+    return part
+
+
+def _body(text: str, html: str) -> Message:
+    if text and html:
+        body: Message = MIMEMultipart("alternative", policy=POLICY)
+        body.attach(_mime_text(text, "plain"))
+        body.attach(_mime_text(html, "html"))
+        return body
+    if html:
+        return _mime_text(html, "html")
+    return _mime_text(text, "plain")
+
+
 def build_message(sender: Sender, recipient: WireAddress, subject: str, text: str, html: str,
-                  headers: dict[str, str], message_id: str) -> Message:
+                  headers: Mapping[str, str], message_id: str,
+                  attachments: Sequence[Attachment] = ()) -> Message:
+    """The mail of one dispatch.
+
+    ``headers`` are added after the standard ones; a From, To, Subject, Date
+    or Message-ID among them replaces the one the messenger would write (the
+    envelope sender and recipient stay what they are). A Bcc header is never
+    written: a blind copy is a dispatch of its own.
+    """
     check_header("subject", subject)
+    standard: dict[str, str | Header] = {
+        "From": sender.header, "To": header_address(recipient), "Subject": _header_value(subject),
+        "Date": formatdate(localtime=False), "Message-ID": message_id,
+    }
+    by_lower = {name.lower(): name for name in standard}
+    extra: list[tuple[str, str | Header]] = []
     for name, value in headers.items():
         check_header(f"header {name}", value)
-        if CONTROL_RE.search(name) or ":" in name or " " in name:
+        if CONTROL_RE.search(name) or ":" in name or " " in name or not name:
             raise PermanentError(f"SMTP: {name!r} is not a header name; not sent")
-    text_part = _mime_text(text, "plain")
-    if html:
-        mail: Message = MIMEMultipart("alternative", policy=POLICY)
-        mail.attach(text_part)
-        mail.attach(_mime_text(html, "html"))
-    else:
-        mail = text_part
-    mail["From"] = sender.header
-    mail["To"] = header_address(recipient)
-    mail["Subject"] = _header_value(subject)  # type: ignore[assignment]
-    mail["Date"] = formatdate(localtime=False)
-    mail["Message-ID"] = message_id
-    for name, value in headers.items():
-        mail[name] = _header_value(value)  # type: ignore[assignment]
+        lower = name.lower()
+        if lower == "bcc":
+            continue
+        written = _address_header_value(value) if lower in ADDRESS_HEADERS else _header_value(value)
+        if lower in by_lower:
+            standard[by_lower[lower]] = written
+        else:
+            extra.append((name, written))
+    mail = _body(text, html)
+    if attachments:
+        body = mail
+        mail = MIMEMultipart("mixed", policy=POLICY)
+        if text or html:
+            mail.attach(body)
+        for attachment in attachments:
+            mail.attach(_attachment_part(attachment))
+    for name, written in [*standard.items(), *extra]:
+        mail[name] = written  # type: ignore[assignment]
     return mail

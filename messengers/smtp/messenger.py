@@ -242,6 +242,7 @@ class SMTPMessenger(MessengerBase):
         return build_message(
             self.sender, wire_address(dispatch.address), rendered.subject or "", rendered.text or "",
             rendered.html or "", rendered.headers, self.message_id(dispatch),
+            getattr(rendered, "attachments", ()),
         )
 
     def prepare(self, dispatch: Any) -> Outgoing:

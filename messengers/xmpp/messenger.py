@@ -103,10 +103,11 @@ class XMPPMessenger(MessengerBase):
     @classmethod
     def get_address(cls, recipient: Any) -> Any:
         """A string is the JID itself; any other object (a user) gives its ``jid``
-        attribute, or None when it has none (``recipients()`` then refuses it)."""
+        attribute (or ``jabber``, django-sitemessage's name), or None when it
+        has neither (``recipients()`` then refuses it)."""
         if isinstance(recipient, str):
             return recipient
-        return getattr(recipient, "jid", None) or None
+        return getattr(recipient, "jid", None) or getattr(recipient, "jabber", None) or None
 
     def validate_address(self, address: Any) -> str:
         """The normalised JID (``User@Example.ORG`` → ``user@example.org``)."""
