@@ -219,21 +219,29 @@ def maintain(now: datetime | None = None, days: int | None = None, using: str | 
 
 
 def _ensure_months(conn: BaseDatabaseWrapper, current: date, report: Report) -> None:
-    """Make sure the current month and the next AHEAD months have partitions."""
-    with transaction.atomic(using=conn.alias), conn.cursor() as cursor:
-        existing = list_partitions(cursor)
-        newest = max((p.month for p in existing if p.month is not None), default=None)
-        ranged = [p for p in existing if not p.default]
-        top = max((p.hi for p in ranged if p.hi is not None), default=None)
-        if top is None:  # no bounded partition (made by hand?): start above every id used
-            top = (last_id(cursor) // STEP + 1) * STEP
-        for ahead in range(AHEAD + 1):
-            month = add_months(current, ahead)
-            if newest is not None and month <= newest:
-                continue
-            _create_partition(cursor, month, top, top + STEP)
-            report.created.append(partition_name(DISPATCH, month))
-            top += STEP
+    """Make sure the current month and the next AHEAD months have partitions.
+    They are made months ahead, so a run that cannot get its locks in time
+    (the attach scans the default partition under its lock) leaves it to the next."""
+    try:
+        with transaction.atomic(using=conn.alias), conn.cursor() as cursor:
+            cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+            existing = list_partitions(cursor)
+            newest = max((p.month for p in existing if p.month is not None), default=None)
+            ranged = [p for p in existing if not p.default]
+            top = max((p.hi for p in ranged if p.hi is not None), default=None)
+            if top is None:  # no bounded partition (made by hand?): start above every id used
+                top = (last_id(cursor) // STEP + 1) * STEP
+            created = []
+            for ahead in range(AHEAD + 1):
+                month = add_months(current, ahead)
+                if newest is not None and month <= newest:
+                    continue
+                _create_partition(cursor, month, top, top + STEP)
+                created.append(partition_name(DISPATCH, month))
+                top += STEP
+        report.created.extend(created)
+    except Exception as exc:
+        report.failures.append(f"could not create the coming months' partitions: {exc}".strip())
 
 
 def _create_partition(cursor: Any, month: date, lo: int | None, hi: int) -> None:
