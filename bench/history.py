@@ -377,7 +377,11 @@ def vacuum_after_delivery(n: int = 50_000) -> dict[str, Any]:
         with tables(variant):
             lifecycle(n)
         table = VARIANTS["plain"][0] if variant == "plain" else current[0].name
-        out[variant] = {"table": table, "vacuum_s": round(vacuum(table, analyze=False), 2)}
+        # INDEX_CLEANUP ON: what autovacuum does once enough pages hold dead rows
+        # (below 2 % of the pages, PostgreSQL 15 puts the index pass off to a later run).
+        started = time.perf_counter()
+        sql(f"VACUUM (INDEX_CLEANUP ON) {table}")
+        out[variant] = {"table": table, "vacuum_s": round(time.perf_counter() - started, 2)}
         log(f"  VACUUM {table} after {n:,} deliveries: {out[variant]['vacuum_s']} s")
     return out
 
@@ -638,12 +642,12 @@ def machine() -> dict[str, Any]:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 // 1024
-    settings_rows = sql("SELECT name, setting, unit FROM pg_settings WHERE name IN ('shared_buffers', "
-                        "'work_mem', 'max_wal_size', 'synchronous_commit', 'wal_level', "
+    settings_rows = sql("SELECT name, current_setting(name) FROM pg_settings WHERE name IN "
+                        "('shared_buffers', 'work_mem', 'max_wal_size', 'synchronous_commit', 'wal_level', "
                         "'checkpoint_timeout')")
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": mem, "python": platform.python_version(),
             "postgresql": sql("SHOW server_version")[0][0],
-            "pg_settings": {n: f"{s}{u or ''}" for n, s, u in settings_rows}}
+            "pg_settings": dict(settings_rows)}
 
 
 def main() -> int:
