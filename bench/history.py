@@ -5,34 +5,34 @@ spread over ``--months`` months, 6), in a PostgreSQL database of its own
 (``HISTORY_DATABASE_URL``, default ``.../dispatcher_history_bench``, created
 and dropped by the run unless ``--keep``):
 
-1. migrate, then back to 0005: today's plain tables;
-2. fill with SQL: N dispatches (95 % sent, 3 % failed, 2 % cancelled; error
+1. every app migrated, the dispatcher to 0005: today's plain tables;
+2. filled with SQL: N dispatches (95 % sent, 3 % failed, 2 % cancelled; error
    rows: 3 per failed, 1 per 20th sent), one message per 1,000, and a live
    backlog in the current month (20,000 pending with a live task, 2,000
    pending and 1,000 errors whose task is lost, 1,000 expired and 1,000 live
-   leases); VACUUM ANALYZE;
-3. the hot path's queries, each through the engine's own ORM code, in a
-   transaction rolled back so every repetition sees the same state: a claim
-   of 100 ids, reading the won rows back, the outcome write, the requeue
-   sweep's query, the lease sweep's query, one insert, a fan-out of 1,000
-   (COPY), an error-row write; median and p95;
-4. retiring the oldest month the way it is done today: ``cleanup_sent`` (the
-   ORM, 1,000 rows a chunk), then the VACUUM that its dead rows need;
-5. migration 0006 (timed), VACUUM ANALYZE, the same queries again;
-6. retiring a month by the partition sweep (a DROP);
-7. the design check (``--compare-created``, first size only): the claim on the
-   same rows partitioned by ``created`` instead of ``id``;
-8. the capacity figures: bytes per million dispatches (tables, each index),
-   WAL per statement (EXPLAIN (ANALYZE, WAL)), heap and index writes per
-   dispatch, PostgreSQL CPU per dispatch (the backends' own utime + stime),
-   and a lifecycle run (fan-out by COPY, claims of 500, outcomes flushed every
-   20 as the engine does) by 1 and 2 processes;
-9. VACUUM after 50,000 deliveries: the plain table, or this month's partition
-   (what autovacuum works on in each case).
+   leases); VACUUM ANALYZE; the sizes;
+3. a copy of those plain tables (every index, the foreign keys), then
+   migration 0006 (timed) and VACUUM ANALYZE;
+4. the hot path's queries on both layouts in turns (the models pointed at one
+   or the other), each through the engine's own ORM code in a transaction
+   rolled back, so every repetition sees the same rows: a claim of 100 ids, a
+   batch (claim, read back, outcome writes), one insert, error rows, the
+   requeue and lease sweeps' queries, a fan-out of 1,000 (COPY); median, p95,
+   and the buffers of the claim;
+5. the design check (first size; ``--no-compare-created`` skips it): the same
+   claim on the rows partitioned by ``created`` instead of ``id``;
+6. VACUUM (INDEX_CLEANUP ON) after 50,000 deliveries: the plain table, or
+   this month's partition (what autovacuum works on in each case);
+7. retiring the oldest month: ``cleanup_sent`` on the plain copy (DELETE, then
+   VACUUM), and the partition sweep's DROP;
+8. the capacity figures: heap and index writes per dispatch, PostgreSQL CPU
+   per dispatch (the backend's own utime + stime) in a lifecycle run (fan-out
+   by COPY, claims of 500, outcomes flushed every 20 as the engine does) by 1
+   and 2 processes, and WAL per statement (EXPLAIN (ANALYZE, WAL)).
 
 Prints a table and writes ``var/bench/history.json``. Not part of ``make
-bench``: it takes about 5 minutes at 1M and 40 at 10M on two cores, and
-needs ~6 GB of disk at 10M.
+bench``: about 5 minutes at 1M and 20 at 10M on two cores, and 6 GB of disk
+at 10M. See docs/performance.md, "History", and docs/deployment.md, "Capacity".
 """
 
 from __future__ import annotations
