@@ -11,6 +11,7 @@ urlpatterns = [
     path("unsubscribe/<str:token>/one-click/", views.unsubscribe_one_click, name="unsubscribe-one-click"),
     path("read/<str:token>.gif", views.read_pixel, name="read-pixel"),
     path("preferences/", views.preferences, name="preferences"),
+    path("receipts/", include("dispatcher.receipts.urls")),
 ]
 
 
