@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.dispatch import receiver
 
 from messengers.base import MessengerBase
 from messengers.exceptions import PermanentError
@@ -31,6 +32,7 @@ from messengers.exceptions import PermanentError
 from .exceptions import UnknownMessenger
 from .models import Dispatch, Message, Suppression
 from .registry import get_registered_messenger_object
+from .signals import unsubscribed
 
 EMAIL = "email"
 
@@ -147,3 +149,14 @@ def fail_suppressed(recorder: Any, rows: list[Dispatch], refused: Mapping[int, S
         if dispatch.pk in refused:
             recorder.failed(dispatch, refused[dispatch.pk])
     return [d for d in rows if d.pk not in refused]
+
+
+@receiver(unsubscribed, dispatch_uid="dispatcher.suppression.unsubscribed")
+def suppress_on_unsubscribe(sender: Any, dispatch: Dispatch | None = None, **kwargs: Any) -> None:
+    """An unsubscribe link of a type with ``suppress_on_unsubscribe = True``
+    (marketing) also suppresses the address for that type: mailing lists
+    that are not subscriptions (``recipients(...)`` given by the site) stop too."""
+    if dispatch is None or not getattr(sender, "suppress_on_unsubscribe", False):
+        return
+    suppress(dispatch.messenger, dispatch.address, Suppression.Reason.UNSUBSCRIBE,
+             message_type=getattr(sender, "alias", ""), detail="unsubscribe link", dispatch=dispatch)
