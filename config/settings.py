@@ -272,4 +272,16 @@ DISPATCHER_LINK_MAX_AGE = env_int("DISPATCHER_LINK_MAX_AGE", 60 * 60 * 24 * 60)
 #: Signals are connected for these models only. Apps may add more with
 #: dispatcher.model_events.watch_model(Model) in their AppConfig.ready().
 DISPATCHER_WATCHED_MODELS: list[str] = env_list("DISPATCHER_WATCHED_MODELS", [])
+
+# Fallback chains, delivery receipts and SMTP bounces (docs/beyond.md).
+DISPATCHER_FALLBACK_CHANNELS: list[str] = env_list("DISPATCHER_FALLBACK_CHANNELS", [])
+DISPATCHER_BOUNCE_MAILBOX = env_str("DISPATCHER_BOUNCE_MAILBOX", "")
+DISPATCHER_POSTMARK_WEBHOOK = {
+    key: value for key, value in (
+        ("username", env_str("DISPATCHER_POSTMARK_WEBHOOK_USER", "")),
+        ("password", env_str("DISPATCHER_POSTMARK_WEBHOOK_PASSWORD", "")),
+        ("token", env_str("DISPATCHER_POSTMARK_WEBHOOK_TOKEN", "")),
+    ) if value
+}
+
 LOGIN_URL = "admin:login"
