@@ -104,7 +104,8 @@ def parse(raw: bytes, recipient: str | None = None) -> tuple[Dispatch, Receipt] 
             except (TypeError, ValueError):
                 pass
         payload = {"action": action, "status": status, "diagnostic": diagnostic[:1000],
-                   "final_recipient": final, "original_recipient": original, "reporting_mta": str(mail.get("From") or "")[:200]}
+                   "final_recipient": final, "original_recipient": original,
+                   "reporting_mta": str(mail.get("From") or "")[:200]}
         if action == "failed":
             reason = " ".join(p for p in (status, diagnostic) if p) or "failed"
             return dispatch, Receipt(BOUNCED, when, reason, status.startswith("5."), payload)
