@@ -85,6 +85,7 @@ def fallback_chain(
     ``who`` is a user (each messenger finds its address) or one address for
     every channel. Without ``channels``: the user's order for ``message_type``
     (:func:`set_channel_order`), else ``settings.DISPATCHER_FALLBACK_CHANNELS``.
+    With ``message_type``, channels that cannot carry that type are skipped.
     Raises :class:`InvalidRecipient` when no channel has an address.
     """
     if channels is None:
@@ -99,6 +100,10 @@ def fallback_chain(
     for alias in aliases:
         get_registered_messenger_object(alias)  # UnknownMessenger, before anything else
     chain = [_hop(alias, who) for alias in aliases]
+    if message_type is not None:  # a channel that cannot carry the type is no hop for it
+        for hop in chain:
+            if hop.get("address") is not None and not _supports(message_type, hop["messenger"]):
+                hop.update(address=None, skipped=f"message type {message_type!r} cannot go through it")
     first = next((h for h in chain if h.get("address") is not None), None)
     if first is None:
         reasons = "; ".join(f"{h['messenger']}: {h['skipped']}" for h in chain)
