@@ -96,7 +96,8 @@ def run(jobs: list[tuple[str, dict[str, Any]]], env: dict[str, str], workdir: Pa
             assert proc.stdout is not None
             line = proc.stdout.readline()
             if line.strip() != "ready":
-                raise AssertionError(f"a producer did not start: {line!r} {proc.stderr.read()[-3000:]}")
+                error = proc.stderr.read() if proc.stderr else ""
+                raise AssertionError(f"a producer did not start: {line!r} {error[-3000:]}")
         go.write_text("go")
         if while_running is not None:
             while_running()

@@ -6,7 +6,6 @@ a bot the user blocked, 400 for an unknown chat); mail goes to real SMTP servers
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 
@@ -35,7 +34,8 @@ BLOCKED, UNKNOWN, FINE = 11111111, 22222222, 33333333
 
 
 @pytest.fixture
-def telegram() -> Iterator[FakeTelegram]:
+def telegram():
+    """A loopback Telegram; ``.options`` configure a messenger for it."""
     fake = FakeTelegram(TOKEN)
     fake.blocked.add(BLOCKED)
     fake.missing.add(UNKNOWN)
