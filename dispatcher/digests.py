@@ -174,7 +174,8 @@ def digest_context(message_cls: type[MessageBase] | None, items: list[dict[str, 
 
 
 def close_due(now: datetime | None = None, chunk: int = CHUNK, limit: int = 1_000_000) -> int:
-    """Turn every due open window into its digest; returns how many closed.
+    """Turn every open window due at ``now`` (default: now) into its digest;
+    returns how many closed.
 
     Each chunk is one transaction: take the due windows no producer holds,
     write one Message and one Dispatch per window, mark the windows closed.
@@ -194,7 +195,7 @@ def close_due(now: datetime | None = None, chunk: int = CHUNK, limit: int = 1_00
                 break
             windows = list(DigestWindow.objects.filter(pk__in=ids, status=DigestWindow.Status.OPEN)
                            .order_by("id"))
-            _close(windows, current)
+            _close(windows, timezone.now())
         total += len(windows)
     return total
 
