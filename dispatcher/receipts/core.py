@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import CharField, ExpressionWrapper
 from django.db.models.fields.json import KeyTextTransform
 from django.dispatch import Signal
 from django.utils import timezone
@@ -56,8 +57,11 @@ def find_by_result(key: str, value: str, aliases: Iterable[str]) -> Dispatch | N
     aliases = list(aliases)
     if not value or not aliases:
         return None
+    # The same expression as the index's; compared as text (not as JSON, as a
+    # key lookup would on SQLite).
+    provider_id = ExpressionWrapper(KeyTextTransform(key, "result"), output_field=CharField())
     return (
-        Dispatch.objects.annotate(provider_id=KeyTextTransform(key, "result"))
+        Dispatch.objects.annotate(provider_id=provider_id)
         .filter(result__isnull=False, provider_id=value, messenger__in=aliases)
         .order_by("-id").first()
     )
