@@ -317,6 +317,28 @@ def bench_memory(rows: int) -> dict[str, Any]:
     }
 
 
+# -- digests and throttle keys (bench/beyond.py) ----------------------------------------------------
+def bench_digest(n: int) -> dict[str, Any]:
+    from bench import beyond
+
+    sink = new_sink()
+    try:
+        return beyond.bench_digest(
+            n, worker_env(), sink,
+            lambda name, concurrency, port, extra: Worker(name, worker_env(port), concurrency,
+                                                          log_dir=settings.VAR_DIR / "bench" / "logs",
+                                                          extra_args=extra),
+            fresh)
+    finally:
+        sink.stop()
+
+
+def bench_throttle(n: int) -> dict[str, Any]:
+    from bench import beyond
+
+    return beyond.bench_throttle(n, fresh)
+
+
 BENCHES: dict[str, tuple[Callable[[int], dict[str, Any]], int, int]] = {
     # name: (function, size, --quick size)
     "fanout": (bench_fanout, 100_000, 10_000),
@@ -324,6 +346,8 @@ BENCHES: dict[str, tuple[Callable[[int], dict[str, Any]], int, int]] = {
     "latency": (bench_latency, 500, 100),
     "scaleout": (bench_scaleout, 2_000, 400),
     "memory": (bench_memory, 1_000_000, 50_000),
+    "digest": (bench_digest, 100_000, 8_000),
+    "throttle": (bench_throttle, 6_000, 600),
 }
 
 

@@ -105,7 +105,8 @@ def collect(message: MessageBase, targets: Sequence[Any], now: datetime | None =
     cls = type(message)
     check_type(cls)
     now = now or timezone.now()
-    unique = list({(t[0], t[1]): t for t in targets}.values())
+    # Sorted: concurrent producers lock shared windows in one order, never in a cycle.
+    unique = sorted({(t[0], t[1]): t for t in targets}.values(), key=lambda t: (t[0], t[1]))
     table = DigestWindow._meta.db_table
     q = connection.ops.quote_name
     adapt = connection.ops.adapt_datetimefield_value

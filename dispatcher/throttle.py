@@ -52,7 +52,8 @@ def claim(key: str, period: timedelta, targets: Sequence[Any], now: datetime) ->
     until = now + period
     adapt = connection.ops.adapt_datetimefield_value  # as the ORM stores it (SQLite: naive UTC text)
     allowed: set[tuple[str, str]] = set()
-    unique = list(dict.fromkeys((t[0], t[1]) for t in targets))
+    # Sorted: concurrent calls lock shared marks in one order, never in a cycle.
+    unique = sorted({(t[0], t[1]) for t in targets})
     with connection.cursor() as cursor:
         for start in range(0, len(unique), CHUNK):
             chunk = unique[start:start + CHUNK]
