@@ -16,8 +16,11 @@ run migrate: export DJANGO_DEBUG ?= 1
 migrate: install
 	$(PY) python manage.py migrate --noinput
 
+# ADDR: where the web server listens (make run ADDR=127.0.0.1:8001).
+ADDR ?= 127.0.0.1:8000
+
 run: migrate
-	$(PY) python manage.py dispatcher_devrun
+	$(PY) python manage.py dispatcher_devrun --addr $(ADDR)
 
 lint: install
 	$(PY) ruff check .

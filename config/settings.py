@@ -55,6 +55,12 @@ INSTALLED_APPS = [
     "dispatcher",
     "dispatcher.inbox",
 ]
+#: The docs' example app (example/: message types, a messenger, models), so the
+#: README's examples run as written. On in development (make run sets
+#: DJANGO_DEBUG=1), off in production; DISPATCHER_EXAMPLE_APP=0/1 decides otherwise.
+DISPATCHER_EXAMPLE_APP = env_bool("DISPATCHER_EXAMPLE_APP", DEBUG)
+if DISPATCHER_EXAMPLE_APP:
+    INSTALLED_APPS.append("example")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

@@ -24,6 +24,7 @@ the site's Celery app is created while its settings module is being loaded.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery, signals
@@ -51,7 +52,33 @@ def setup_celery(app: Celery) -> Celery:
                                  dispatch_uid="dispatcher.declare_messenger_queues")
     signals.task_prerun.connect(_recycle_connections, weak=False, dispatch_uid="dispatcher.recycle_prerun")
     signals.task_postrun.connect(_recycle_connections, weak=False, dispatch_uid="dispatcher.recycle_postrun")
+    _quiet_file_broker_hostname(app)
     return app
+
+
+class _FileBrokerHostname(logging.Filter):
+    """Drops kombu's "No hostname was supplied" for the file broker, and only for it.
+
+    kombu logs it (a WARNING) every time a connection's URL is read, so on
+    every publish, when the URL has no host; ``filesystem://`` has none
+    because the file transport has no use for one. Any other transport
+    without a host still gets the warning.
+    """
+
+    def __init__(self, app: Celery) -> None:
+        super().__init__()
+        self.app = app
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("No hostname was supplied"):
+            return True
+        return not str(self.app.conf.broker_url or "").startswith("filesystem:")
+
+
+def _quiet_file_broker_hostname(app: Celery) -> None:
+    kombu_logger = logging.getLogger("kombu.connection")
+    if not any(isinstance(f, _FileBrokerHostname) for f in kombu_logger.filters):
+        kombu_logger.addFilter(_FileBrokerHostname(app))
 
 
 def queue_names(default_queue: str) -> list[str]:

@@ -22,6 +22,7 @@ from ..api import retry_now
 from ..models import Dispatch
 from . import stats
 from .broker import queue_depths
+from .workers import unserved
 
 #: Most dispatches one retry POST may name (a page shows at most FAILURES_MAX).
 RETRY_MAX = 500
@@ -61,7 +62,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "broker": broker.depths.get(alias) if broker.ok else None,
         })
     totals = [sum(counts.get(alias, {}).get(s, 0) for alias in messengers) for s in stats.STATUSES]
+    # Due dispatches of a messenger no running worker consumes wait for ever: say so.
+    not_served, _ = unserved(due) if broker.ok else ([], None)
     context = {
+        "unserved": not_served,
         **admin.site.each_context(request),
         "title": "Dispatcher dashboard",
         "now": now,

@@ -20,4 +20,7 @@ class SweepCommand(BaseCommand):
             count = type(self).sweep(**self.sweep_kwargs(options))
         except Exception as exc:
             raise CommandError(f"{self.__module__.rsplit('.', 1)[-1]} failed: {exc}") from exc
+        self.report(count)
+
+    def report(self, count: int) -> None:
         self.stdout.write(self.done.format(count=count))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.urls import NoReverseMatch, reverse
 
 
 def default_celery_app() -> str:
@@ -82,11 +83,17 @@ class Command(BaseCommand):
             f"  mail sink  {settings.EMAIL_HOST}:{settings.EMAIL_PORT}, "
             f"messages saved in {var_dir / 'mail'}/\n"
         )
+        try:
+            dashboard = f"  dashboard  http://{options['addr']}{reverse('dispatcher:dashboard')}\n"
+        except NoReverseMatch:  # a site that does not mount dispatcher.urls
+            dashboard = ""
         self.stdout.write(
             f"\nDispatcher is running:\n"
             f"  admin      http://{options['addr']}/admin/  (create a login with: "
             f"python {' '.join(manage[1:])} createsuperuser)\n"
+            f"{dashboard}"
             f"{sink}"
+            f"  status     python {' '.join(manage[1:])} dispatcher_status\n"
             f"  Ctrl-C stops everything.\n"
         )
         exit_code = 0

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from dispatcher.dashboard import stats
 from dispatcher.dashboard.broker import BrokerDepths, queue_depths
+from dispatcher.dashboard.workers import unserved
 
 
 class Command(BaseCommand):
@@ -36,6 +37,8 @@ class Command(BaseCommand):
             raise CommandError(f"could not read dispatch counts: {type(exc).__name__}: {exc}") from exc
         messengers = stats.known_messengers(counts)
         broker = None if options["no_broker"] else queue_depths(stats.known_messengers())
+        # Due dispatches of a messenger that no running worker consumes wait for ever.
+        not_served, workers = unserved(due) if broker and broker.ok else ([], None)
 
         if options["format"] == "json":
             self.stdout.write(json.dumps({
@@ -50,10 +53,16 @@ class Command(BaseCommand):
                 },
                 "oldest_due_pending_seconds": oldest.total_seconds() if oldest is not None else None,
                 "broker_error": broker.error if broker else None,
+                "unserved": {item.messenger: {"queue": item.queue, "due": item.due} for item in not_served},
+                "workers": None if workers is None else workers.workers,
             }, indent=2))
         else:
             self._table(messengers, counts, due, broker)
             self.stdout.write(f"oldest due pending: {stats.format_age(oldest)}")
+        for item in not_served:
+            self.stderr.write(f"warning: {item}")
+        if workers is not None and workers.error:
+            self.stderr.write(f"could not ask the workers which queues they consume: {workers.error}")
         if broker and not broker.ok:
             self.stderr.write(f"broker queue depths unavailable: {broker.error}")
             if options["require_broker"]:
