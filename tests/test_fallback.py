@@ -22,6 +22,7 @@ from dispatcher.exceptions import InvalidArgument, InvalidRecipient
 from dispatcher.messages import EmailTextMessage
 from dispatcher.models import Dispatch, FallbackHop, Message
 from messengers.telegram import TelegramMessenger
+from tests import readme
 from tests.fakes.server import FakeServer
 from tests.fakes.telegram import FakeTelegram, flood
 from tests.services import wait_for
@@ -181,3 +182,22 @@ def test_through_workers_blocked_telegram_users_get_the_mail(workers, sink, tele
     assert sorted(m["To"] for m in sink.messages) == [f"u{i}@example.org" for i in range(1, 10, 2)]
     assert len(telegram.sent) == 5
     assert FallbackHop.objects.filter(fell_back_at__isnull=False).count() == 5
+
+
+def test_the_readme_example_runs_as_written(telegram, smtp_server, capsys):
+    """README, "Fallback channels": its two blocks, with the worker's attempt between them."""
+    first_block, second_block = readme.code_blocks(readme.section("Fallback channels"))
+    namespace: dict = {}
+    exec(first_block, namespace)
+    first = namespace["first"]
+    assert int(first.address) in telegram.blocked
+    deliver_batch("telegram", [first.pk])  # what the worker does
+    exec(second_block, namespace)
+    assert capsys.readouterr().out.splitlines() == [
+        "telegram [('telegram', '11111111'), ('smtp', 'tg-user@example.org')]",
+        "failed smtp:tg-user@example.org (pending)",
+        "True",
+    ]
+    [mail] = Dispatch.objects.filter(messenger="smtp")
+    deliver_batch("smtp", [mail.pk])
+    assert [m["To"] for m in smtp_server.messages] == ["tg-user@example.org"]

@@ -29,6 +29,7 @@ from dispatcher.receipts import dsn, twilio
 from messengers.postmark import PostmarkMessenger
 from messengers.sms import TwilioSMSMessenger
 from messengers.smtp import SMTPMessenger
+from tests import readme
 from tests.fakes import postfix
 from tests.fakes import receipts as documented
 from tests.fakes.postfix import GONE
@@ -411,3 +412,17 @@ def test_a_piped_bounce_needs_a_real_dsn_for_the_dispatch_own_address(mta):
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     assert done.stdout.decode().strip() == "recorded 1 receipt"
     assert DeliveryReceipt.objects.get().dispatch_id == gone.pk
+
+
+@override_settings(DISPATCHER_POSTMARK_WEBHOOK={"username": "postmark", "password": "hook-password"})
+def test_the_readme_example_runs_as_written(postmark_api, capsys):
+    """README, "Delivery receipts": its two blocks, with the worker's send between them."""
+    schedule, bounce = readme.code_blocks(readme.section("Delivery receipts"))
+    namespace: dict = {}
+    exec(schedule, namespace)
+    dispatch = namespace["dispatch"]
+    deliver_batch("postmark", [dispatch.pk])  # what the worker does
+    exec(bounce, namespace)
+    assert capsys.readouterr().out.splitlines() == [f"dispatch {dispatch.pk} bounced (postmark)", "True"]
+    receipt = dispatch.receipts.get()
+    assert (receipt.permanent, receipt.reason) == (True, "HardBounce - Unknown user - 550 5.1.1")
