@@ -101,6 +101,9 @@ class Dispatch(models.Model):
                          condition=models.Q(result__isnull=False)),
             models.Index(KeyTextTransform("sid", "result"), name="dispatch_result_sid_idx",
                          condition=models.Q(result__isnull=False)),
+            # skipped dispatches over time (dashboard chart); no other row is in it
+            models.Index(fields=["created"], name="dispatch_skipped_idx",
+                         condition=models.Q(status="skipped")),
         ]
 
     def __str__(self) -> str:
@@ -303,6 +306,7 @@ class DigestItem(models.Model):
 
     class Meta:
         ordering = ["id"]
+        indexes = [models.Index(fields=["created"], name="digest_item_created_idx")]
 
     def __str__(self) -> str:
         return f"item {self.pk} of window {self.window_id}"
