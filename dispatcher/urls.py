@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from . import views
+from . import suppression_views, views
 
 app_name = "dispatcher"
 
@@ -12,6 +12,8 @@ urlpatterns = [
     path("read/<str:token>.gif", views.read_pixel, name="read-pixel"),
     path("preferences/", views.preferences, name="preferences"),
     path("receipts/", include("dispatcher.receipts.urls")),
+    path("suppressions/", suppression_views.suppressions, name="suppressions"),
+    path("suppressions/remove/", suppression_views.remove, name="suppressions-remove"),
 ]
 
 

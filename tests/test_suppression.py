@@ -4,6 +4,7 @@ unsubscribes of marketing types. Real SMTP servers, real workers."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
@@ -154,3 +155,52 @@ def test_a_worker_fails_suppressed_dispatches_without_sending_them(workers, sink
     for row in Dispatch.objects.filter(status="failed"):
         [error] = row.errors.all()
         assert error.text.startswith(f"suppressed: {row.address}")
+
+
+def test_staff_edit_the_list_over_http_with_csrf_and_permissions(users_for_api):
+    admin, viewer = users_for_api
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin)
+    page = client.get("/admin/")  # any page: the CSRF cookie
+    token = page.cookies["csrftoken"].value
+    created = client.post("/dispatcher/suppressions/", json.dumps(
+        {"messenger": "smtp", "address": "Gone@Example.org", "reason": "bounce", "detail": "550 no user"}),
+        content_type="application/json", HTTP_X_CSRFTOKEN=token)
+    assert created.status_code == 201, created.content
+    assert created.json()["address"] == "gone@example.org" and created.json()["kind"] == "email"
+    again = client.post("/dispatcher/suppressions/", {"kind": "email", "address": "gone@example.org",
+                                                      "csrfmiddlewaretoken": token})
+    assert again.status_code == 200 and again.json()["id"] == created.json()["id"]
+    listed = client.get("/dispatcher/suppressions/", {"address": "gone@example.org"}).json()
+    assert [e["reason"] for e in listed["suppressions"]] == ["bounce"]
+    # Without the CSRF token, nothing changes.
+    no_token = client.post("/dispatcher/suppressions/remove/", json.dumps(
+        {"messenger": "smtp", "address": "gone@example.org"}), content_type="application/json")
+    assert no_token.status_code == 403
+    assert is_suppressed("smtp", "gone@example.org")
+    bad = client.post("/dispatcher/suppressions/", json.dumps({"messenger": "smtp", "address": "a\nb"}),
+                      content_type="application/json", HTTP_X_CSRFTOKEN=token)
+    assert bad.status_code == 400
+    removed = client.post("/dispatcher/suppressions/remove/", json.dumps(
+        {"messenger": "smtp", "address": "GONE@example.org"}), content_type="application/json",
+        HTTP_X_CSRFTOKEN=token)
+    assert removed.json() == {"removed": 1} and not is_suppressed("smtp", "gone@example.org")
+
+    # Staff who may only view: can read, cannot add.
+    viewing = Client()
+    viewing.force_login(viewer)
+    assert viewing.get("/dispatcher/suppressions/", {"address": "x@example.org"}).status_code == 200
+    adding = viewing.post("/dispatcher/suppressions/", {"kind": "email", "address": "x@example.org"})
+    assert adding.status_code == 403
+    assert not Suppression.objects.exists()
+    assert Client().get("/dispatcher/suppressions/", {"address": "x@example.org"}).status_code == 302  # login
+
+
+@pytest.fixture
+def users_for_api(django_user_model):
+    from django.contrib.auth.models import Permission
+
+    admin = django_user_model.objects.create_superuser("boss", "boss@example.org", "pw")
+    viewer = django_user_model.objects.create_user("look", "look@example.org", "pw", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_suppression"))
+    return admin, viewer
