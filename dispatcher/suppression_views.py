@@ -42,7 +42,10 @@ def _denied(request: HttpRequest, action: str) -> JsonResponse | None:
 
 def _body(request: HttpRequest) -> dict[str, Any]:
     if request.content_type == "application/json":
-        data = json.loads(request.body or b"{}")
+        try:
+            data = json.loads(request.body or b"{}")
+        except RecursionError:
+            raise ValueError("the JSON is nested too deep") from None
         if not isinstance(data, dict):
             raise ValueError("the body must be a JSON object")
         return data

@@ -207,8 +207,9 @@ def test_postmark_malformed_calls_are_400_and_record_nothing(postmark_api):
         post_postmark({k: v for k, v in documented.POSTMARK_BOUNCE.items() if k != "MessageID"}),
         post_postmark({**documented.POSTMARK_DELIVERY, "MessageID": message_id, "DeliveredAt": None}),
         post_postmark({**documented.POSTMARK_BOUNCE, "MessageID": message_id, "Type": None}),
+        post_postmark(None, raw=b"[" * 50_000 + b"]" * 50_000),  # nested too deep for the parser
     ]
-    assert [r.status_code for r in bad] == [400] * 6
+    assert [r.status_code for r in bad] == [400] * 7
     assert not DeliveryReceipt.objects.exists()
 
 

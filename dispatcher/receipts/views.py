@@ -36,6 +36,8 @@ def postmark_webhook(request: HttpRequest, token: str | None = None) -> HttpResp
     try:
         payload = json.loads(request.body)
         parsed = postmark.parse(payload)
+    except RecursionError:
+        return _text("malformed: the JSON is nested too deep", 400)
     except (ValueError, postmark.Malformed) as exc:
         return _text(f"malformed: {exc}", 400)
     if parsed is None:
