@@ -87,6 +87,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "failures_messenger": failures_messenger,
         "failures_limit": limit,
         "can_retry": request.user.has_perm("dispatcher.change_dispatch"),
+        "flow": stats.flow(stats.known_messengers()),
         # Receipts, skips, digests, fallbacks (dispatcher.dashboard.outcomes).
         "outcomes": beyond,
         "outcomes_names": [o.replace("_", " ") for o in outcomes.OUTCOMES],

@@ -10,7 +10,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('dispatcher', '0005_dispatch_result'),
+        ('dispatcher', '0006_flow_counters'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
