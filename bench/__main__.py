@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
+import shutil
 import smtplib
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -50,9 +53,11 @@ django.setup()
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
+from django.test import override_settings  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
+from bench.receiver import ReceiverProcess  # noqa: E402
 from bench.sink import SinkProcess  # noqa: E402
 from dispatcher.api import recipients, schedule_messages  # noqa: E402
 from dispatcher.bulk import create_dispatches  # noqa: E402
@@ -97,8 +102,8 @@ def start_worker(name: str, concurrency: int = 1, smtp_port: int | None = None, 
                   log_dir=settings.VAR_DIR / "bench" / "logs", extra_args=("-I", "bench.naive"))
 
 
-def new_sink() -> SinkProcess:
-    return SinkProcess(free_port(), settings.VAR_DIR / "bench" / "sink.log")
+def new_sink(pipelining: bool = False) -> SinkProcess:
+    return SinkProcess(free_port(), settings.VAR_DIR / "bench" / "sink.log", pipelining)
 
 
 def rate(times: list[float], skip: int = WARMUP) -> float:
@@ -317,6 +322,299 @@ def bench_memory(rows: int) -> dict[str, Any]:
     }
 
 
+# -- flow control: rate limits, back-pressure, concurrent I/O ---------------------------------------
+def new_receiver(**options: Any) -> ReceiverProcess:
+    return ReceiverProcess(free_port(), settings.VAR_DIR / "bench" / "receiver.log", **options)
+
+
+def hook_worker(name: str, processes: int, flow: dict[str, Any]) -> Worker:
+    """A worker command whose ``hook`` (webhook) messenger has the flow settings ``flow``."""
+    return start_worker(name, processes, BENCH_HOOK_FLOW=json.dumps(flow))
+
+
+def schedule_hooks(url: str, n: int) -> None:
+    for start in range(0, n, 10_000):
+        addresses = [f"{url}/h/{i}" for i in range(start, min(n, start + 10_000))]
+        schedule_messages(SUBJECT, recipients("hook", addresses))
+
+
+def all_sent(n: int, timeout: float, alias: str = "hook") -> None:
+    def done() -> bool:
+        requeue_due()  # what beat runs (rows postponed past a countdown come back this way)
+        return Dispatch.objects.filter(messenger=alias, status="sent").count() >= n
+
+    wait_for(done, timeout, 0.5, f"{n} {alias} dispatches to be sent")
+
+
+def most_in_any_window(times: list[float], window: float = 1.0) -> int:
+    times = sorted(times)
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] > window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def bench_rate(n: int) -> dict[str, Any]:
+    """A limit of 100/s shared by 4 worker processes of two separate worker commands."""
+    fresh()
+    receiver = new_receiver()
+    limit = 100
+    flow = {"rate": f"{limit}/s", "concurrency": 2}
+    started = [hook_worker("rate-a", 2, flow), hook_worker("rate-b", 2, flow)]
+    try:
+        schedule_hooks(receiver.url, n)
+        all_sent(n, n / limit * 3 + 60)
+    finally:
+        for worker in started:
+            worker.stop()
+        receiver.stop()
+    arrivals = sorted(at for at, _ in receiver.log())
+    measured = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
+    peak = most_in_any_window(arrivals)
+    attempts = max(Dispatch.objects.values_list("attempts", flat=True))
+    fresh()
+    return {
+        "dispatches": n,
+        "workers": "2 commands x 2 processes x 2 lanes",
+        "limit_per_s": limit,
+        "measured_per_s": round(measured, 2),
+        "duration_s": round(arrivals[-1] - arrivals[0], 1),
+        "max_in_any_1s": peak,
+        "received": len(arrivals),
+        "max_attempts": attempts,
+        "target": "measured within 5% of 100/s, no 1 s window above 105",
+        "ok": abs(measured - limit) <= limit * 0.05 and peak <= 105 and len(arrivals) == n,
+    }
+
+
+def bench_backpressure(n: int) -> dict[str, Any]:
+    """A provider answers the first request with 429, Retry-After: 2."""
+    fresh()
+    receiver = new_receiver(limited=1, retry_after=2)
+    flow = {"concurrency": 4}
+    started = [hook_worker("bp-a", 2, flow), hook_worker("bp-b", 2, flow)]
+    try:
+        schedule_hooks(receiver.url, n)
+        all_sent(n, 300)
+    finally:
+        for worker in started:
+            worker.stop()
+        receiver.stop()
+    log = receiver.log()
+    [limited_at] = [at for at, status in log if status == 429]
+    slack = 0.05  # requests already on the wire when the 429 was answered
+    in_flight = [at for at, _ in log if limited_at < at <= limited_at + slack]
+    during = [at for at, _ in log if limited_at + slack < at < limited_at + 2.0]
+    after = min(at for at, _ in log if at > limited_at + slack)
+    attempts = sorted(Dispatch.objects.values_list("attempts", flat=True))
+    fresh()
+    return {
+        "dispatches": n,
+        "workers": "2 commands x 2 processes x 4 lanes",
+        "requests_during_pause": len(during),
+        "in_flight_within_50ms": len(in_flight),
+        "first_request_after_s": round(after - limited_at, 3),
+        "requests": len(log),
+        "attempts_gt_1": sum(1 for a in attempts if a > 1),
+        "target": "no request during the 2 s",
+        "ok": not during and after - limited_at >= 2.0,
+    }
+
+
+def hook_rate(n: int, processes: int, flow: dict[str, Any], delay: float) -> float:
+    fresh()
+    receiver = new_receiver(delay=delay)
+    worker = hook_worker("io", processes, flow)
+    try:
+        schedule_hooks(receiver.url, n)
+        all_sent(n, 900)
+    finally:
+        worker.stop()
+        receiver.stop()
+    arrivals = sorted(at for at, _ in receiver.log())
+    return rate(arrivals, min(WARMUP, n // 10))
+
+
+def bench_io(n: int) -> dict[str, Any]:
+    """Webhooks to a provider taking 100 ms a request, 2 worker processes."""
+    delay = 0.1
+    lanes = int(os.environ.get("BENCH_IO_CONCURRENCY", "40"))
+    sequential = hook_rate(max(100, n // 25), 2, {"concurrency": 1}, delay)
+    concurrent = hook_rate(n, 2, {"concurrency": lanes}, delay)
+    limited = hook_rate(max(500, n * 3 // 10), 2, {"concurrency": lanes, "rate": "50/s"}, delay)
+    fresh()
+    return {
+        "webhooks": n,
+        "provider_latency_ms": delay * 1000,
+        "concurrency": lanes,
+        "sequential_per_s": round(sequential, 1),
+        "concurrent_per_s": round(concurrent, 1),
+        "limited_50_per_s": round(limited, 2),
+        "target": ">= 300/s with concurrency; 50/s held under a limit of 50/s",
+        "ok": concurrent >= 300 and abs(limited - 50) <= 2.5,
+    }
+
+
+def _bare_part(port: int, n: int, offset: int) -> None:
+    build = SMTPMessenger("bench@example.org").build_email
+    with smtplib.SMTP("127.0.0.1", port) as smtp:
+        for i in range(offset, offset + n):
+            mail = SimpleNamespace(pk=i + 1, message_id=1, address=f"user{i}@example.org",
+                                   rendered=Rendered(subject=SUBJECT, text=BODY))
+            smtp.send_message(build(mail))
+
+
+def bare_parallel(port: int, n: int, connections: int) -> None:
+    """What the sink takes from several bare connections at once (a process each)."""
+    context = multiprocessing.get_context("fork")
+    procs = [context.Process(target=_bare_part, args=(port, n // connections, i * (n // connections)))
+             for i in range(connections)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
+
+
+def sitemessage_python() -> str:
+    """django-sitemessage's published release in a throwaway virtualenv under var/bench."""
+    venv = settings.VAR_DIR / "bench" / "sitemessage-venv"
+    python = venv / "bin" / "python"
+    packages = ["django-sitemessage", "django<6", "psycopg[binary]"]
+    uv = shutil.which("uv")
+    if not python.exists():
+        if uv:
+            subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
+        else:
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    if uv:
+        subprocess.run([uv, "pip", "install", "-q", "--python", str(python), *packages], check=True)
+    else:
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *packages], check=True)
+    return str(python)
+
+
+def run_sitemessage(python: str, port: int, n: int) -> dict[str, Any]:
+    db = connection.settings_dict
+    url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}_sitemessage"
+    _ensure_named_database(f"{db['NAME']}_sitemessage")
+    script = Path(__file__).resolve().parent / "sitemessage_run.py"
+    out = subprocess.run([python, str(script), str(port), str(n), url], check=True, capture_output=True,
+                         text=True, cwd=settings.VAR_DIR)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _ensure_named_database(name: str) -> None:
+    import psycopg
+
+    db = connection.settings_dict
+    with psycopg.connect(host=db["HOST"], port=db["PORT"] or 5432, user=db["USER"],
+                         password=db["PASSWORD"] or None, dbname="postgres", autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def dispatcher_smtp_rate(sink: SinkProcess, n: int, processes: int, flow: dict[str, Any]) -> float:
+    fresh()
+    sink.reset()
+    schedule_messages(EmailTextMessage(SUBJECT, BODY),
+                      recipients("smtp", [f"user{i}@example.org" for i in range(n)]))
+    worker = start_worker(f"smtp{processes}", processes, sink.port, BENCH_SMTP_FLOW=json.dumps(flow))
+    try:
+        wait_for(lambda: sink.count() >= n, 600, 0.2, "the worker to deliver them all")
+    finally:
+        worker.stop()
+    return rate(sink.arrivals())
+
+
+def bench_smtp(n: int) -> dict[str, Any]:
+    """SMTP side by side in one run, one sink: bare smtplib, django-sitemessage, the dispatcher.
+
+    Each contender runs once per round (``BENCH_SMTP_ROUNDS``, 3), in turn, and
+    its best round counts: on a shared two-core machine a neighbour's burst
+    lowers whoever runs at that moment, and the best of three is the least
+    disturbed figure of each, for all contenders alike.
+    """
+    python = sitemessage_python()
+    pipelining = os.environ.get("BENCH_SINK_PIPELINING", "1") != "0"
+    rounds = int(os.environ.get("BENCH_SMTP_ROUNDS", "3"))
+    flow = {"concurrency": int(os.environ.get("BENCH_SMTP_CONCURRENCY", "2"))}
+    sink = new_sink(pipelining=pipelining)
+    runs: dict[str, list[float]] = {"bare": [], "sink_max": [], "sitemessage": [], "c1": [], "c2": []}
+
+    def arrived() -> float:
+        wait_for(lambda: sink.count() >= n, 120, 0.1)
+        return rate(sink.arrivals())
+
+    try:
+        for _ in range(rounds):
+            sink.reset()
+            bare_loop(sink.port, n)
+            runs["bare"].append(arrived())
+            sink.reset()
+            bare_parallel(sink.port, n, 4)
+            runs["sink_max"].append(arrived())
+            sink.reset()
+            run_sitemessage(python, sink.port, n)
+            runs["sitemessage"].append(arrived())
+            runs["c1"].append(dispatcher_smtp_rate(sink, n, 1, flow))
+            runs["c2"].append(dispatcher_smtp_rate(sink, n, 2, flow))
+    finally:
+        sink.stop()
+        fresh()
+    best = {name: max(values) for name, values in runs.items()}
+    return {
+        "emails": n,
+        "rounds": rounds,
+        "sink_offers_pipelining": pipelining,
+        "smtp_connections_per_batch": flow["concurrency"],
+        "bare_smtplib_per_s": round(best["bare"]),
+        "sink_max_4_connections_per_s": round(best["sink_max"]),
+        "sitemessage_per_s": round(best["sitemessage"]),
+        "dispatcher_c1_per_s": round(best["c1"]),
+        "dispatcher_c2_per_s": round(best["c2"]),
+        "c1_vs_sitemessage": round(best["c1"] / best["sitemessage"], 2),
+        "c2_vs_sink_max": round(best["c2"] / best["sink_max"], 2),
+        "all_rounds_per_s": {name: [round(v) for v in values] for name, values in runs.items()},
+        "target": "c1 >= 1.2x sitemessage; c2 >= 0.9x the sink's max",
+        "ok": best["c1"] / best["sitemessage"] >= 1.2 and best["c2"] / best["sink_max"] >= 0.9,
+    }
+
+
+# -- priority --------------------------------------------------------------------------------------
+def bench_priority(n: int) -> dict[str, Any]:
+    """An urgent message scheduled behind ``n`` routine dispatches already in the broker."""
+    fresh()
+    sink = new_sink()
+    with override_settings(DISPATCHER_FANOUT_TASKS=max(64, n // 500)):
+        routine = recipients("smtp", [f"r{i}@example.org" for i in range(n)])
+        schedule_messages(EmailTextMessage(SUBJECT, BODY), routine)
+    # Outcomes written at once, so dispatched_at is when the urgent mail went out.
+    worker = start_worker("priority", 2, sink.port, DISPATCHER_FLUSH_EVERY="1")
+    try:
+        wait_for(lambda: sink.count() >= 500, 120, 0.01)  # the backlog is being worked through
+        scheduled = timezone.now()
+        [(_, [dispatch])] = schedule_messages(EmailTextMessage(SUBJECT, BODY),
+                                              recipients("smtp", "urgent@example.org"), priority=9)
+        wait_for(lambda: Dispatch.objects.filter(pk=dispatch.pk, status="sent").exists(), 120, 0.005)
+        dispatch.refresh_from_db()
+        seconds = (dispatch.dispatched_at - scheduled).total_seconds()
+        behind = Dispatch.objects.filter(status="pending", message__priority=0).count()
+    finally:
+        worker.stop()
+        sink.stop()
+        fresh()
+    return {
+        "backlog": n,
+        "still_pending_behind_it": behind,
+        "urgent_delivered_s": round(seconds, 3),
+        "broker": settings.CELERY_BROKER_URL.split("://")[0],
+        "target": "urgent message delivered within 1 s behind 100,000 routine dispatches (Redis)",
+        "ok": seconds <= 1.0,
+    }
+
+
 BENCHES: dict[str, tuple[Callable[[int], dict[str, Any]], int, int]] = {
     # name: (function, size, --quick size)
     "fanout": (bench_fanout, 100_000, 10_000),
@@ -324,6 +622,11 @@ BENCHES: dict[str, tuple[Callable[[int], dict[str, Any]], int, int]] = {
     "latency": (bench_latency, 500, 100),
     "scaleout": (bench_scaleout, 2_000, 400),
     "memory": (bench_memory, 1_000_000, 50_000),
+    "rate": (bench_rate, 6_000, 1_000),
+    "backpressure": (bench_backpressure, 2_000, 400),
+    "io": (bench_io, 5_000, 1_000),
+    "smtp": (bench_smtp, 10_000, 2_000),
+    "priority": (bench_priority, 100_000, 10_000),
 }
 
 

@@ -1,5 +1,6 @@
 """Settings for benchmark runs: production settings plus two bench messengers."""
 
+import json
 import os
 
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/dispatcher_bench")
@@ -19,3 +20,14 @@ DISPATCHER_MESSENGERS = {
     # marks everything sent at once (the memory bench drains a backlog)
     "null": {"class": "bench.messengers.SleepMessenger", "options": {"delay": 0}},
 }
+
+# The flow benchmarks configure their messengers per run, through the worker's
+# environment: a signed webhook to the bench's receiver (bench/receiver.py),
+# and flow settings (rate, concurrency...) added to "hook" and "smtp".
+DISPATCHER_MESSENGERS["hook"] = {
+    "class": "messengers.webhook.WebhookMessenger",
+    "options": {"secret": "bench-webhook-secret", "read_timeout": 10},
+    **json.loads(os.environ.get("BENCH_HOOK_FLOW", "{}")),
+}
+DISPATCHER_MESSENGERS["smtp"] = {**DISPATCHER_MESSENGERS["smtp"],
+                                 **json.loads(os.environ.get("BENCH_SMTP_FLOW", "{}"))}

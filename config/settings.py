@@ -194,6 +194,26 @@ DISPATCHER_RETRY_MAX = env_float("DISPATCHER_RETRY_MAX", 3600.0)
 DISPATCHER_CLEANUP_DAYS = env_int("DISPATCHER_CLEANUP_DAYS", 30)
 DISPATCHER_SWEEP_INTERVAL = env_int("DISPATCHER_SWEEP_INTERVAL", 30)
 
+# --- Flow control (dispatcher.limiter; per messenger in DISPATCHER_MESSENGERS[alias]) ------
+# Where the shared limits, pauses and circuits live: a redis:// URL, or "database".
+# Empty: the broker when it is Redis, else the database (the embedded profile).
+DISPATCHER_RATE_LIMIT_URL = env_str("DISPATCHER_RATE_LIMIT_URL", "")
+# A send waits at most this long (seconds) for its slot under a rate limit; a
+# later slot postpones the dispatch (next_attempt_at) instead, with no attempt counted.
+DISPATCHER_FLOW_HORIZON = env_float("DISPATCHER_FLOW_HORIZON", 1.0)
+# Seconds one lane of a batch may spend in all waiting for slots; then the rest
+# of the batch is postponed, so a worker never holds a batch just to sleep.
+DISPATCHER_FLOW_BATCH_WAIT = env_float("DISPATCHER_FLOW_BATCH_WAIT", 5.0)
+# Postponed dispatches due within this many seconds are published again with a
+# countdown; later ones are left to the requeue sweep (retries are rows).
+DISPATCHER_POSTPONE_COUNTDOWN_MAX = env_float("DISPATCHER_POSTPONE_COUNTDOWN_MAX", 60.0)
+# How long a RateLimited error without retry_after pauses its messenger (seconds).
+DISPATCHER_PAUSE_DEFAULT = env_float("DISPATCHER_PAUSE_DEFAULT", 5.0)
+# Circuit breaker default for every messenger: open after this many consecutive
+# temporary failures (0: off unless a messenger sets circuit_failures), for a cool-down.
+DISPATCHER_CIRCUIT_FAILURES = env_int("DISPATCHER_CIRCUIT_FAILURES", 0)
+DISPATCHER_CIRCUIT_COOLDOWN = env_float("DISPATCHER_CIRCUIT_COOLDOWN", 30.0)
+
 # --- Celery -----------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):

@@ -26,6 +26,14 @@ DEFAULTS: dict[str, Any] = {
     #: False for a site without Celery, delivering with dispatcher_send_scheduled from cron.
     "DISPATCHER_PUBLISH_TASKS": True,
     "DISPATCHER_FLUSH_EVERY": 20,
+    #: Flow control (dispatcher.limiter): how far ahead a batch reserves slots,
+    #: how long it waits for them, the longest countdown of a postponed row,
+    #: a pause when a provider asks to wait without saying how long.
+    "DISPATCHER_RATE_LIMIT_URL": "",
+    "DISPATCHER_FLOW_HORIZON": 1.0,
+    "DISPATCHER_FLOW_BATCH_WAIT": 5.0,
+    "DISPATCHER_POSTPONE_COUNTDOWN_MAX": 60.0,
+    "DISPATCHER_PAUSE_DEFAULT": 5.0,
     "DISPATCHER_FLUSH_SECONDS": 2.0,
     "DISPATCHER_REQUEUE_AFTER": 300,
     "DISPATCHER_RETRY_LIMIT": 8,

@@ -10,10 +10,15 @@ seconds, which bounds what a killed worker sends twice.
 from __future__ import annotations
 
 import logging
+import math
+import os
 import random
 import threading
 import time
 import uuid
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from itertools import groupby
@@ -25,12 +30,13 @@ from django.db.models import Case, DateTimeField, F, JSONField, Q, Value, When
 from django.utils import timezone
 
 from messengers.base import Envelope, MessageInfo, MessengerBase, Rendered
-from messengers.exceptions import PermanentError
+from messengers.exceptions import PermanentError, RateLimited
 from messengers.outcomes import ERROR, FAILED, SENT, Outcome, Outcomes
 from messengers.redact import redact
 
 from . import links, signals
 from .exceptions import DatabaseUnavailable, UnknownMessageType
+from .limiter import FlowConfig, Ticket, flow_config, get_backend
 from .messages import UNSUBSCRIBABLE
 from .models import Dispatch, DispatchError, Message
 from .publish import publish
@@ -100,17 +106,42 @@ class BatchRecorder(Outcomes):
         self.blocked = False
         #: Ids handed to the messenger's send().
         self.handed: set[int] = set()
+        #: Ids the flow-control gate held back, and when each is due again
+        #: (Unix time): given back without an attempt by :meth:`finish`.
+        self.postponed: dict[int, float] = {}
+        #: Called with each outcome that took effect (the gate watches for rate limits).
+        self.watch: Callable[[Any, Outcome], None] | None = None
+        #: Concurrent sends of one batch (a messenger's ``concurrency``) record here at once.
+        self.lock = threading.RLock()
+        self.owner = threading.get_ident()
 
     def record(self, dispatch: Any, outcome: Outcome) -> bool:
         if getattr(dispatch, "id", None) not in self.dispatches:
             raise ValueError(f"dispatch {getattr(dispatch, 'id', dispatch)!r} is not part of this batch")
-        return super().record(dispatch, outcome)
+        with self.lock:
+            took = super().record(dispatch, outcome)
+        if took:
+            if self.watch is not None:
+                self.watch(dispatch, outcome)
+            if threading.get_ident() == self.owner:
+                # The batch's own thread writes (with its own database connection);
+                # lanes in other threads only record, and it writes theirs too.
+                self.maybe_flush()
+        return took
+
+    def hand(self, envelopes: list[Envelope]) -> None:
+        with self.lock:
+            self.handed.update(e.id for e in envelopes if e.id is not None)
+
+    def postpone(self, pk: int, due: float) -> None:
+        """Hold ``pk`` back until ``due`` (Unix time): not handed, not an attempt."""
+        with self.lock:
+            self.postponed[pk] = due
 
     def recorded(self, dispatch: Any, outcome: Outcome) -> None:
         self.unflushed[dispatch.id] = outcome
         if self.blocked:
             raise OutcomesUnwritable("the database cannot take outcomes")
-        self.maybe_flush()
 
     # -- writing -----------------------------------------------------------------
     def maybe_flush(self) -> None:
@@ -135,6 +166,7 @@ class BatchRecorder(Outcomes):
             try:
                 self.flush()
                 self.release_unattempted()
+                self.release_postponed()
                 return
             except DATABASE_ERRORS as exc:
                 if time.monotonic() + delay > self.deadline:
@@ -154,7 +186,8 @@ class BatchRecorder(Outcomes):
         left unmarked by anything else (a worker shutdown) stay for the lease
         sweep: whether they were sent is not known."""
         left = [pk for pk in self.dispatches
-                if pk not in self.outcomes and (self.blocked or pk not in self.handed)]
+                if pk not in self.outcomes and pk not in self.postponed
+                and (self.blocked or pk not in self.handed)]
         if not left:
             return
         owned = Dispatch.objects.filter(pk__in=left, claim_token=self.token,
@@ -168,10 +201,53 @@ class BatchRecorder(Outcomes):
             transaction.on_commit(lambda: publish([(self.dispatches[pk].messenger, pk) for pk in left]))
         logger.info("gave back %d dispatches of a stopped batch, not attempted", count)
 
-    def flush(self) -> None:
-        if not self.unflushed:
+    def release_postponed(self) -> None:
+        """Give back the rows flow control held back, without an attempt, due
+        when the gate said. Those due within DISPATCHER_POSTPONE_COUNTDOWN_MAX
+        are published again with a countdown (a task per second of due time),
+        so a rate-limited messenger keeps its pace; later ones are left to the
+        requeue sweep, as every retry is: a row in the database."""
+        postponed = {pk: due for pk, due in self.postponed.items() if pk not in self.outcomes}
+        if not postponed:
             return
-        outcomes = dict(self.unflushed)
+        now = time.time()
+        soon = settings.DISPATCHER_POSTPONE_COUNTDOWN_MAX
+        at = {pk: timezone.now() + timedelta(seconds=max(0.0, due - now)) for pk, due in postponed.items()}
+        republish = [pk for pk, due in postponed.items() if due - now <= soon]
+        owned = Dispatch.objects.filter(pk__in=list(postponed), claim_token=self.token,
+                                        status=Dispatch.Status.PROCESSING)
+        with transaction.atomic():
+            count = owned.update(
+                status=Case(When(attempts__lte=1, then=Value(Dispatch.Status.PENDING)),
+                            default=Value(Dispatch.Status.ERROR)),
+                attempts=F("attempts") - 1, claim_token=None, lease_expires_at=None,
+                next_attempt_at=Case(*[When(pk=pk, then=Value(when)) for pk, when in at.items()],
+                                     output_field=DateTimeField()),
+                # A task is on its way for the ones published below; the sweep takes the others.
+                queued_at=Case(When(pk__in=republish, then=Value(timezone.now())), default=Value(None),
+                               output_field=DateTimeField()),
+            )
+            if republish:
+                transaction.on_commit(lambda: self._republish(republish, postponed, now))
+        logger.info("postponed %d dispatches (flow control), not attempted; %d republished with a countdown",
+                    count, len(republish))
+
+    def _republish(self, ids: list[int], due: dict[int, float], now: float) -> None:
+        groups: dict[tuple[int, int], list[tuple[str, int]]] = {}
+        for pk in ids:
+            dispatch = self.dispatches[pk]
+            # Whole seconds (rounded up: never early for the claim), so a
+            # spread of due times becomes a task per second, not one per row.
+            second = max(0, math.ceil(due[pk] - now))
+            groups.setdefault((second, dispatch.message.priority), []).append((dispatch.messenger, pk))
+        for (second, priority), pairs in sorted(groups.items()):
+            publish(pairs, priority=priority, countdown=second or None)
+
+    def flush(self) -> None:
+        with self.lock:  # lanes go on recording while this batch's thread writes
+            if not self.unflushed:
+                return
+            outcomes = dict(self.unflushed)
         self.last_flush = time.monotonic()
         now = timezone.now()
         sent_ids: list[int] = []
@@ -222,8 +298,10 @@ class BatchRecorder(Outcomes):
             failed_objs = [d for d, _ in failed]
             retry_objs = [d for d, _, _ in retry]
             transaction.on_commit(lambda: signals.send_outcomes(sent_objs, failed_objs, retry_objs))
-        for pk in outcomes:  # written: forget them only now, so a failed write loses nothing
-            del self.unflushed[pk]
+        with self.lock:  # written: forget them only now, so a failed write loses nothing
+            for pk, outcome in outcomes.items():
+                if self.unflushed.get(pk) is outcome:
+                    del self.unflushed[pk]
         self.result.sent += len(sent_ids)
         self.result.failed += len(failed)
         self.result.error += len(retry)
@@ -361,8 +439,18 @@ class LeaseKeeper(threading.Thread):
 
 
 def run_batch(messenger: MessengerBase, recorder: BatchRecorder, rows: list[Dispatch]) -> None:
-    """Render each row into an envelope and hand them to the messenger, one
-    message at a time; every outcome goes through ``recorder``."""
+    """Render each row into an envelope and hand them to the messenger through
+    the flow-control gate; every outcome goes through ``recorder``.
+
+    A messenger with no rate and a concurrency of 1 gets each message's
+    envelopes in one ``send()`` call, the gate checking pauses and the circuit
+    before each message. One with a rate, a daily quota, a per-recipient rate
+    or a concurrency above 1 gets them one at a time from ``concurrency``
+    lanes, each a ``for_batch`` copy of its own, each send let through by the
+    gate (see :class:`Gate`).
+    """
+    gate = Gate(messenger, recorder)
+    recorder.watch = gate.observe
     batch = messenger.for_batch(recorder)
     try:
         try:
@@ -371,9 +459,14 @@ def run_batch(messenger: MessengerBase, recorder: BatchRecorder, rows: list[Disp
             logger.warning("%s: before_send failed: %s", messenger.alias, redact(str(exc)))
             for dispatch in rows:
                 recorder.exception(dispatch, exc)
+            gate.report(rows)
             return
-        for _, group in groupby(rows, key=lambda d: d.message_id):
-            _send_message(batch, recorder, list(group))
+        groups = groupby(rows, key=lambda d: d.message_id)
+        work = [_render(batch, recorder, list(group)) for _, group in groups]
+        if gate.config.paced:
+            _send_paced(messenger, batch, recorder, gate, work)
+        else:
+            _send_plain(batch, recorder, gate, work)
     except OutcomesUnwritable:
         pass  # stop sending; finish() writes what was sent once it can
     finally:
@@ -390,14 +483,23 @@ def envelope_for(dispatch: Dispatch, rendered: Rendered, info: MessageInfo) -> E
                     message=info, state=dispatch.result or {})
 
 
-def _send_message(batch: MessengerBase, recorder: BatchRecorder, dispatches: list[Dispatch]) -> None:
+@dataclass
+class Work:
+    """One message's envelopes, rendered and ready for ``send()``."""
+
+    message_cls: Any
+    info: MessageInfo
+    envelopes: list[Envelope]
+
+
+def _render(batch: MessengerBase, recorder: BatchRecorder, dispatches: list[Dispatch]) -> Work:
     message = dispatches[0].message
     try:
         message_cls = get_registered_message_type(message.message_type)
     except UnknownMessageType as exc:
         for dispatch in dispatches:
             recorder.failed(dispatch, exc)
-        return
+        return Work(None, MessageInfo(message.pk, message.message_type), [])
     info = MessageInfo(message.pk, message.message_type, message.context)
     ready = []
     for dispatch in dispatches:
@@ -413,12 +515,308 @@ def _send_message(batch: MessengerBase, recorder: BatchRecorder, dispatches: lis
             recorder.failed(dispatch, PermanentError(f"rendering failed: {type(exc).__name__}: {exc}"))
         else:
             ready.append(envelope)
-    if not ready:
-        return
+    return Work(message_cls, info, ready)
+
+
+def _send(batch: MessengerBase, recorder: BatchRecorder, work: Work, envelopes: list[Envelope]) -> None:
     raised: BaseException | None = None
-    recorder.handed.update(envelope.id for envelope in ready if envelope.id is not None)
+    recorder.hand(envelopes)
     try:
-        batch.send(message_cls, info, ready)
+        batch.send(work.message_cls, work.info, envelopes)
     except Exception as exc:
         raised = exc
-    recorder.settle(ready, raised)
+    recorder.settle(envelopes, raised)
+
+
+def _send_plain(batch: MessengerBase, recorder: BatchRecorder, gate: Gate, work: list[Work]) -> None:
+    """Each message's envelopes in one ``send()``; the gate is asked before each
+    (a pause or an open circuit holds back the rest; a half-open circuit lets
+    one envelope through as its probe)."""
+    for item in work:
+        ready = item.envelopes
+        while ready:
+            ticket = gate.check()
+            if not ticket.admitted:
+                for envelope in ready:
+                    gate.postpone(envelope, ticket)
+                break
+            chunk, ready = (ready[:1], ready[1:]) if ticket.probe else (ready, [])
+            _send(batch, recorder, item, chunk)
+            gate.report(chunk, ticket.probe)
+
+
+def _send_paced(messenger: MessengerBase, first: MessengerBase, recorder: BatchRecorder, gate: Gate,
+                work: list[Work]) -> None:
+    """Envelopes one at a time, each let through by the gate (waiting at most
+    DISPATCHER_FLOW_HORIZON for its slot), from ``concurrency`` lanes: this
+    thread with the batch's copy of the messenger, and threads each with a
+    copy of their own (its own connection), so nothing mutable is shared
+    between concurrent sends but the recorder, which takes a lock."""
+    queue: deque[tuple[Work, Envelope]] = deque(
+        (item, envelope) for item in work for envelope in item.envelopes
+    )
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def lane(batch: MessengerBase) -> None:
+        slept, last_wait = 0.0, 0.0
+        budget = settings.DISPATCHER_FLOW_BATCH_WAIT
+        while not stop.is_set():
+            try:
+                item, envelope = queue.popleft()
+            except IndexError:
+                return
+            while True:
+                if slept >= budget:
+                    # This lane has waited long enough for slots: what is left goes
+                    # back, due about when the next slot is, instead of holding a
+                    # worker process (and a lease) to sleep.
+                    ticket = gate.hold(Ticket(False, last_wait, "rate", True))
+                    break
+                ticket = gate.admit(envelope, hold=False)
+                nap = ticket.wait - gate.horizon
+                if ticket.admitted or ticket.reason != "rate" or slept + nap > budget:
+                    break
+                # The next slot is a little beyond the horizon, within what this lane
+                # may still wait: wait for the horizon to reach it, then ask again.
+                time.sleep(nap + 0.001)
+                slept += nap + 0.001
+                last_wait = ticket.wait
+            if not ticket.admitted:
+                gate.hold(ticket)
+                gate.postpone(envelope, ticket)
+                continue
+            if ticket.wait > 0:
+                time.sleep(ticket.wait)
+                slept += ticket.wait
+                last_wait = ticket.wait
+            _send(batch, recorder, item, [envelope])
+            gate.report([envelope], ticket.probe)
+
+    def run_lane() -> None:
+        batch = messenger.for_batch(recorder)
+        try:
+            batch.before_send()
+        except Exception as exc:
+            logger.warning("%s: a lane's before_send failed: %s", messenger.alias, redact(str(exc)))
+            connection.close()
+            return
+        try:
+            lane(batch)
+        except BaseException as exc:  # OutcomesUnwritable, or a bug: every lane stops
+            failure.append(exc)
+            stop.set()
+        finally:
+            try:
+                batch.after_send()
+            except Exception as exc:
+                logger.warning("%s: after_send failed: %s", messenger.alias, redact(str(exc)))
+            connection.close()  # this thread's own database connection
+
+    lanes = min(gate.config.concurrency, len(queue))
+    futures = [LANES.submit(run_lane) for _ in range(1, lanes)]
+    try:
+        lane(first)
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        for future in futures:
+            future.result()
+    if failure:
+        raise failure[0]
+
+
+class LanePool:
+    """The threads lanes run in, kept for the worker process's next batches
+    (starting 40 threads a batch cost more than the batch's own work). Made
+    on first use; a forked child starts without its parent's."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.executor: ThreadPoolExecutor | None = None
+
+    def submit(self, fn: Callable[[], None]) -> Future[None]:
+        with self.lock:
+            if self.executor is None:
+                self.executor = ThreadPoolExecutor(max_workers=1024, thread_name_prefix="dispatcher-lane")
+            return self.executor.submit(fn)
+
+    def forget(self) -> None:
+        self.lock = threading.Lock()
+        self.executor = None
+
+
+LANES = LanePool()
+os.register_at_fork(after_in_child=LANES.forget)
+
+
+#: How stale a batch's view of the shared pauses may be when it takes no token per send.
+RECHECK_SECONDS = 0.02
+
+
+class Gate:
+    """The flow-control step between rendering and ``send()``.
+
+    It asks the shared limiter (:mod:`dispatcher.limiter`: Redis or the
+    database, one budget for every worker on every host) before a send, and
+    postpones what may not go now: the row goes back with ``next_attempt_at``
+    set and no attempt counted (:meth:`BatchRecorder.release_postponed`). It
+    watches outcomes: a ``RateLimited`` error pauses the messenger (or the
+    messenger's ``throttle_key`` scope) for every worker, and temporary
+    failures and successes feed the circuit breaker. One per batch; lanes of
+    the batch share it, so its own state is behind a lock.
+    """
+
+    def __init__(self, messenger: MessengerBase, recorder: BatchRecorder):
+        self.alias = messenger.alias
+        self.config: FlowConfig = flow_config(messenger.alias)
+        self.recorder = recorder
+        self.horizon = settings.DISPATCHER_FLOW_HORIZON
+        self.scope_of: Callable[[Any], Any] | None = getattr(messenger, "throttle_key", None)
+        self.lock = threading.Lock()
+        #: A decision that holds back the whole messenger for the rest of this batch.
+        self.held: tuple[Ticket, float] | None = None
+        #: Scopes paused from this batch, and until when (monotonic).
+        self.paused: dict[Any, float] = {}
+        #: Nothing is taken per send (only concurrency is set): the shared state is
+        #: read at most every RECHECK_SECONDS by this batch.
+        self.unmetered = not self.config.metered and self.config.circuit_failures <= 0
+        self.checked_at = -1.0
+        #: Postponed so far in this batch: by hold (to spread them) and by recipient.
+        self.spread = 0
+        self.per_recipient: dict[str, int] = {}
+
+    @property
+    def backend(self) -> Any:
+        return get_backend()
+
+    def _scope(self, envelope: Any) -> str | None:
+        if self.scope_of is None:
+            return None
+        try:
+            scope = self.scope_of(envelope)
+        except Exception:
+            return None
+        return None if scope is None else str(scope)
+
+    def _held(self) -> Ticket | None:
+        with self.lock:
+            if self.held is None:
+                return None
+            ticket, until = self.held
+        return Ticket(False, max(0.0, until - time.monotonic()), ticket.reason, True)
+
+    def hold(self, ticket: Ticket) -> Ticket:
+        """Hold back the rest of this batch (a ``whole`` ticket) for ``ticket.wait``."""
+        return self._hold(ticket)
+
+    def _hold(self, ticket: Ticket) -> Ticket:
+        if ticket.whole:
+            with self.lock:
+                self.held = (ticket, time.monotonic() + ticket.wait)
+        return ticket
+
+    def check(self) -> Ticket:
+        """Pause and circuit only (no token): before each message of a plain batch."""
+        held = self._held()
+        if held is not None:
+            return held
+        try:
+            ticket = self.backend.take(self.config, self.horizon, take=False)
+        except Exception as exc:  # the limiter is unreachable: nothing is metered here, so send
+            logger.warning("%s: flow state unavailable (%s); sending unchecked", self.alias, exc)
+            return Ticket(True)
+        return self._hold(ticket) if not ticket.admitted else ticket
+
+    def admit(self, envelope: Envelope, hold: bool = True) -> Ticket:
+        """One send: admitted (perhaps after a short wait for its slot), or not;
+        a refusal for the whole messenger holds back the rest of the batch
+        unless ``hold`` is False (the caller decides, see :meth:`hold`)."""
+        held = self._held()
+        if held is not None:
+            return held
+        scope = self._scope(envelope)
+        now = time.monotonic()
+        with self.lock:
+            until = self.paused.get(scope, 0.0)
+            if until > now:  # paused from this very batch: no need to ask
+                return Ticket(False, until - now, "paused", False)
+            if self.unmetered and now - self.checked_at < RECHECK_SECONDS:
+                # Nothing to take for this send (no rate, no quota, no circuit):
+                # the shared pauses were read a moment ago.
+                return Ticket(True)
+        try:
+            ticket = self.backend.take(self.config, self.horizon, scope=scope, recipient=envelope.address)
+        except Exception as exc:
+            if not self.config.metered:
+                logger.warning("%s: flow state unavailable (%s); sending unchecked", self.alias, exc)
+                return Ticket(True)
+            logger.warning("%s: the rate limiter is unavailable (%s); postponing", self.alias, exc)
+            return self._hold(Ticket(False, 5.0, "limiter unavailable", True))
+        if not ticket.admitted:
+            return self._hold(ticket) if hold else ticket
+        if self.unmetered:
+            with self.lock:
+                self.checked_at = now
+        return ticket
+
+    def postpone(self, envelope: Any, ticket: Ticket) -> None:
+        """Hold one envelope back: due when the gate said, spread so that what
+        a batch holds back does not all come back at the same instant."""
+        interval = self.config.rate.interval if self.config.rate else 0.0
+        with self.lock:
+            if ticket.whole:
+                self.spread += 1
+                offset = self.spread * interval + random.uniform(0, min(1.0, max(interval, 0.05)))
+            else:
+                k = self.per_recipient.get(envelope.address, 0)
+                self.per_recipient[envelope.address] = k + 1
+                step = self.config.recipient_rate.interval if self.config.recipient_rate else 0.0
+                offset = k * step + random.uniform(0, 0.05)
+        self.recorder.postpone(envelope.id, time.time() + ticket.wait + offset)
+
+    def observe(self, dispatch: Any, outcome: Outcome) -> None:
+        """A ``RateLimited`` outcome pauses the messenger (or its scope) for every worker."""
+        if outcome.status != ERROR or not isinstance(outcome.error, RateLimited):
+            return
+        seconds = outcome.retry_after
+        if seconds is None:
+            seconds = settings.DISPATCHER_PAUSE_DEFAULT
+        if seconds <= 0:
+            return
+        scope = self._scope(dispatch)
+        until = time.monotonic() + seconds
+        with self.lock:
+            if self.paused.get(scope, 0.0) >= until - 0.05:
+                return  # this batch already paused it (the rest of a batch marked "not tried")
+            self.paused[scope] = until
+            if scope is None:
+                self.held = (Ticket(False, seconds, "paused", True), until)
+        try:
+            self.backend.pause(self.alias, seconds, scope)
+        except Exception as exc:
+            logger.warning("%s: could not share a pause of %.1fs: %s", self.alias, seconds, exc)
+        logger.warning("%s paused for %.1fs%s: the provider asked to wait", self.alias, seconds,
+                       f" ({scope})" if scope is not None else "")
+
+    def report(self, dispatches: list[Any], probe: bool = False) -> None:
+        """Feed the circuit breaker with what these sends came to."""
+        if self.config.circuit_failures <= 0:
+            return
+        success, trailing = False, 0
+        for dispatch in dispatches:
+            outcome = self.recorder.get(dispatch)
+            if outcome is None:
+                continue
+            if outcome.status == ERROR:
+                if not isinstance(outcome.error, RateLimited):
+                    trailing += 1
+            else:  # sent, or refused for good: the provider answered
+                success, trailing = True, 0
+        if not success and not trailing and not probe:
+            return
+        try:
+            self.backend.report(self.config, trailing, success, probe)
+        except Exception as exc:
+            logger.warning("%s: could not update the circuit breaker: %s", self.alias, exc)

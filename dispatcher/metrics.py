@@ -26,6 +26,21 @@ Exposed:
     Failed attempts recorded (DispatchError rows), i.e. retries (``permanent="false"``)
     and final failures (``permanent="true"``). A gauge: the cleanup sweep deletes
     the rows of old SENT dispatches.
+``dispatcher_limited{messenger}``
+    1 while flow control holds the messenger back: paused, circuit not
+    closed, its rate saturated (the next send would wait) or its daily quota used up.
+``dispatcher_paused_until_seconds{messenger}``
+    Unix time until which a provider's "wait" (429, ``retry_after``) pauses
+    the messenger for every worker; 0 when not paused.
+``dispatcher_circuit_open{messenger}``
+    1 while the messenger's circuit breaker is open or half-open (probing), else 0.
+``dispatcher_circuit_failures{messenger}``
+    Consecutive temporary failures the circuit breaker has counted.
+``dispatcher_rate_limit_per_second{messenger}`` / ``dispatcher_daily_quota{messenger}`` /
+``dispatcher_daily_quota_used{messenger}``
+    The configured limits, and today's use of the quota (UTC day).
+``dispatcher_flow_state_up``
+    1 when the flow-control store (Redis or the database) answered.
 ``dispatcher_send_latency_seconds{messenger}``
     A gauge histogram of Message created → dispatch SENT for dispatches sent in
     the last ``DISPATCHER_METRICS_LATENCY_WINDOW`` seconds (default 3600).
@@ -134,6 +149,8 @@ class DispatcherCollector(Collector):
                 errors.add_metric([alias, str(permanent).lower()], recorded.get(permanent, 0))
         yield errors
 
+        yield from _flow_metrics(registered)
+
         window = latency_window()
         latency = GaugeHistogramMetricFamily(
             "dispatcher_send_latency_seconds",
@@ -147,6 +164,46 @@ class DispatcherCollector(Collector):
                 gsum_value=hist.sum_seconds,
             )
         yield latency
+
+
+def _flow_metrics(messengers: list[str]) -> Iterator[Metric]:
+    rows = stats.flow(messengers)
+    up = all(row.state is not None for row in rows)
+    yield GaugeMetricFamily("dispatcher_flow_state_up",
+                            "1 if the flow-control store (Redis or the database) answered.", value=int(up))
+    families = {
+        "limited": GaugeMetricFamily("dispatcher_limited", "1 while flow control holds the messenger back.",
+                                     labels=["messenger"]),
+        "paused": GaugeMetricFamily("dispatcher_paused_until_seconds",
+                                    "Unix time until which the messenger is paused (0: not paused).",
+                                    labels=["messenger"]),
+        "open": GaugeMetricFamily("dispatcher_circuit_open",
+                                  "1 while the circuit breaker is open or half-open.", labels=["messenger"]),
+        "failures": GaugeMetricFamily("dispatcher_circuit_failures",
+                                      "Consecutive temporary failures counted by the circuit breaker.",
+                                      labels=["messenger"]),
+        "rate": GaugeMetricFamily("dispatcher_rate_limit_per_second", "Configured rate limit (sends/s).",
+                                  labels=["messenger"]),
+        "quota": GaugeMetricFamily("dispatcher_daily_quota", "Configured daily quota.", labels=["messenger"]),
+        "used": GaugeMetricFamily("dispatcher_daily_quota_used", "Sends counted against today's quota (UTC).",
+                                  labels=["messenger"]),
+    }
+    for row in rows:
+        labels = [row.messenger]
+        if row.config.rate:
+            families["rate"].add_metric(labels, row.config.rate.per_second)
+        if row.config.daily_quota:
+            families["quota"].add_metric(labels, row.config.daily_quota)
+        state = row.state
+        if state is None:
+            continue
+        families["limited"].add_metric(labels, int(state.limited))
+        families["paused"].add_metric(labels, state.paused_until or 0)
+        families["open"].add_metric(labels, int(state.circuit != "closed"))
+        families["failures"].add_metric(labels, state.consecutive_failures)
+        if row.config.daily_quota:
+            families["used"].add_metric(labels, state.daily_used or 0)
+    yield from families.values()
 
 
 def _le(bound: float) -> str:

@@ -201,3 +201,22 @@ class ModelEventSubscription(models.Model):
     def clean(self) -> None:
         for validate in self.validators:
             validate(self)
+
+
+class FlowCounter(models.Model):
+    """Shared flow-control state on the database (the embedded profile, or
+    any site whose broker is not Redis): a rate limiter's theoretical arrival
+    time, a daily count, a pause, a circuit's fields. One row per key, read
+    and written under a row lock by :mod:`dispatcher.limiter`; with Redis,
+    the same state lives in Redis keys instead and this table stays empty."""
+
+    key = models.CharField(max_length=255, primary_key=True)
+    value = models.FloatField(default=0)
+    #: Unix time in milliseconds after which the row means nothing (None: never).
+    expires = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["expires"], name="flowcounter_expires_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.key}={self.value}"

@@ -43,7 +43,8 @@ def batch_size_for(count: int) -> int:
 
 
 def publish(
-    pairs: Iterable[tuple[str, int]], batch_size: int | None = None, strict: bool = False, priority: int = 0
+    pairs: Iterable[tuple[str, int]], batch_size: int | None = None, strict: bool = False, priority: int = 0,
+    countdown: float | None = None,
 ) -> int:
     """Publish deliver tasks for ``(messenger alias, dispatch id)`` pairs.
 
@@ -54,6 +55,8 @@ def publish(
     (:class:`BrokerUnavailable`), so it stops and reports instead of picking
     the same rows again. ``priority`` is the messages' priority (higher is
     more urgent), passed to the broker so their tasks go ahead of a backlog.
+    ``countdown`` (seconds) delays the tasks: dispatches postponed for a
+    short while by flow control come back on time without the sweep.
     """
     if not settings.DISPATCHER_PUBLISH_TASKS:
         return 0  # cron mode: dispatcher_send_scheduled delivers, no broker is used
@@ -78,7 +81,7 @@ def publish(
             for alias, chunk in chunks:
                 current_app.send_task(
                     DELIVER_TASK, args=(alias, chunk), queue=dispatch_queue(alias), producer=producer,
-                    priority=urgency,
+                    priority=urgency, countdown=countdown,
                     # What Flower and the logs show; repr() of 100 ids costs more than the send.
                     argsrepr=f"({alias!r}, [{chunk[0]}..{chunk[-1]}] {len(chunk)} ids)", kwargsrepr="{}",
                 )

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import pytest
 from django.conf import settings
 
-from dispatcher import registry
+from dispatcher import limiter, registry
 from dispatcher.pytest_plugin import notifications  # noqa: F401  (a site gets it through the pytest11 entry point)
 from dispatcher.registry import register_messenger_objects
 from messengers.smtp import SMTPMessenger
@@ -29,6 +29,22 @@ def _restore_registries() -> Iterator[None]:
     registry._messengers.update(messengers)
     registry._message_types.clear()
     registry._message_types.update(message_types)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_flow_state() -> Iterator[None]:
+    """Pauses, circuits and rate budgets a test left in Redis do not reach the
+    next test (on the database they go with the test's transaction)."""
+    yield
+    url = limiter.backend_url()
+    if url.startswith("redis://"):
+        import redis
+
+        client = redis.Redis.from_url(url)
+        keys = list(client.scan_iter(match="dispatcher:flow:*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
 
 
 @pytest.fixture

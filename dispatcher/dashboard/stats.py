@@ -16,6 +16,7 @@ from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Ou
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
+from .. import limiter
 from ..models import Dispatch, DispatchError
 from ..registry import get_registered_messenger_objects
 
@@ -217,3 +218,55 @@ def format_age(age: timedelta | None) -> str:
     if minutes:
         return f"{minutes}m {secs}s"
     return f"{secs}s"
+
+
+@dataclass
+class FlowRow:
+    """One messenger's flow control as operators read it."""
+
+    messenger: str
+    config: limiter.FlowConfig
+    state: limiter.FlowState | None  # None: the limiter's store could not be read
+
+    @property
+    def configured(self) -> bool:
+        c = self.config
+        return bool(c.metered or c.concurrency > 1 or c.circuit_failures)
+
+    @property
+    def summary(self) -> str:
+        """``ok``, ``paused until 12:00:03``, ``circuit open until ...``, ``rate-limited``..."""
+        state = self.state
+        if state is None:
+            return "unknown (limiter unreachable)"
+        parts = []
+        if state.paused_until is not None:
+            parts.append(f"paused until {_clock(state.paused_until_datetime())}")
+        if state.circuit == "open":
+            parts.append(f"circuit open until {_clock(state.circuit_open_until_datetime())}")
+        elif state.circuit == "half-open":
+            parts.append("circuit half-open (probing)")
+        quota = self.config.daily_quota
+        if quota is not None and (state.daily_used or 0) >= quota:
+            parts.append("daily quota used up")
+        if state.rate_backlog > 0:
+            parts.append(f"rate-limited (next slot in {state.rate_backlog:.2f}s)")
+        return "; ".join(parts) or "ok"
+
+
+def _clock(when: datetime | None) -> str:
+    return when.strftime("%H:%M:%S") if when else "-"
+
+
+def flow(messengers: list[str] | None = None) -> list[FlowRow]:
+    """Flow settings and live state per messenger: one read of the limiter's store each."""
+    aliases = messengers if messengers is not None else known_messengers()
+    states = limiter.states(aliases)
+    rows = []
+    for alias in aliases:
+        try:
+            config = limiter.flow_config(alias)
+        except Exception:
+            continue
+        rows.append(FlowRow(alias, config, states.get(alias)))
+    return rows

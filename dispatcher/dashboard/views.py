@@ -86,6 +86,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "failures_messenger": failures_messenger,
         "failures_limit": limit,
         "can_retry": request.user.has_perm("dispatcher.change_dispatch"),
+        "flow": stats.flow(stats.known_messengers()),
     }
     return render(request, "dispatcher/dashboard/index.html", context)
 

@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email import message_from_bytes
+from email._policybase import Compat32
 from email.charset import QP, Charset
 from email.encoders import encode_base64
 from email.header import Header
@@ -19,8 +20,8 @@ from email.mime.base import MIMEBase
 from email.mime.message import MIMEMessage
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
-from email.policy import compat32
 from email.utils import formataddr, formatdate, getaddresses, parseaddr
+from typing import Any
 
 import dkim
 import idna
@@ -29,11 +30,25 @@ from dkim.crypto import parse_pem_private_key
 from ..base import Attachment
 from ..exceptions import InvalidAddress, MessengerConfigurationError, PermanentError
 
+
+class _WirePolicy(Compat32):
+    """compat32, with the common header written directly: an ASCII value whose
+    line fits is exactly ``name: value`` (compat32 would build a ``Header``
+    and fold it to the same bytes, at a quarter of a mail's CPU); anything
+    else goes the usual way."""
+
+    def fold_binary(self, name: str, value: Any) -> bytes:
+        if (isinstance(value, str) and value.isascii() and "\r" not in value and "\n" not in value
+                and len(name) + len(value) + 2 <= (self.max_line_length or 0)):
+            return f"{name}: {value}{self.linesep}".encode("ascii")
+        return super().fold_binary(name, value)
+
+
 #: compat32 (six times faster than ``EmailMessage``'s header registry, which
 #: shows at thousands of mails a second), writing CRLF as RFC 5321 requires
 #: (smtplib sends bytes as they are), and folding no header short of SMTP's
 #: limit: a long List-Unsubscribe URL stays on one line, as clients read it best.
-POLICY = compat32.clone(max_line_length=998, linesep="\r\n")
+POLICY = _WirePolicy(max_line_length=998, linesep="\r\n")
 
 #: UTF-8 bodies as quoted-printable: readable where they are mostly ASCII.
 UTF8_QP = Charset("utf-8")

@@ -39,6 +39,7 @@ class Command(BaseCommand):
         broker = None if options["no_broker"] else queue_depths(stats.known_messengers())
         # Due dispatches of a messenger that no running worker consumes wait for ever.
         not_served, workers = unserved(due) if broker and broker.ok else ([], None)
+        flow = {row.messenger: row for row in stats.flow(stats.known_messengers())}
 
         if options["format"] == "json":
             self.stdout.write(json.dumps({
@@ -48,6 +49,7 @@ class Command(BaseCommand):
                         "counts": {s: counts.get(alias, {}).get(s, 0) for s in stats.STATUSES},
                         "due": due.get(alias, 0),
                         "broker_queue": broker.depths.get(alias) if broker and broker.ok else None,
+                        "flow": _flow_json(flow.get(alias)),
                     }
                     for alias in messengers
                 },
@@ -58,6 +60,7 @@ class Command(BaseCommand):
             }, indent=2))
         else:
             self._table(messengers, counts, due, broker)
+            self._flow(list(flow.values()))
             self.stdout.write(f"oldest due pending: {stats.format_age(oldest)}")
         for item in not_served:
             self.stderr.write(f"warning: {item}")
@@ -67,6 +70,27 @@ class Command(BaseCommand):
             self.stderr.write(f"broker queue depths unavailable: {broker.error}")
             if options["require_broker"]:
                 raise CommandError("the broker could not be reached")
+
+    def _flow(self, rows: list[stats.FlowRow]) -> None:
+        shown = [row for row in rows if row.configured or row.summary != "ok"]
+        if not shown:
+            self.stdout.write("flow control: no rate limit, concurrency or circuit breaker configured")
+            return
+        self.stdout.write("flow control:")
+        for row in shown:
+            c = row.config
+            limits = [f"rate {c.rate} (burst {c.burst})" if c.rate else "no rate"]
+            if c.recipient_rate:
+                limits.append(f"per recipient {c.recipient_rate}")
+            if c.daily_quota:
+                used = row.state.daily_used if row.state else "?"
+                limits.append(f"today {used}/{c.daily_quota}")
+            if c.concurrency > 1:
+                limits.append(f"concurrency {c.concurrency}")
+            if c.circuit_failures:
+                circuit = row.state.circuit if row.state else "?"
+                limits.append(f"circuit {circuit} ({c.circuit_failures} failures, {c.circuit_cooldown:g}s)")
+            self.stdout.write(f"  {row.messenger}: {', '.join(limits)}: {row.summary}")
 
     def _table(self, messengers: list[str], counts: dict[str, dict[str, int]], due: dict[str, int],
                broker: BrokerDepths | None) -> None:
@@ -93,3 +117,21 @@ class Command(BaseCommand):
             self.stdout.write(line(row))
         self.stdout.write("  ".join("-" * w for w in widths))
         self.stdout.write(line(rows[-1]))
+
+
+def _flow_json(row: stats.FlowRow | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    state = row.state
+    paused = state.paused_until_datetime() if state else None
+    opened = state.circuit_open_until_datetime() if state else None
+    return {
+        **row.config.as_dict(),
+        "state": row.summary,
+        "limited": state.limited if state else None,
+        "paused_until": paused.isoformat() if paused else None,
+        "circuit": state.circuit if state else None,
+        "circuit_open_until": opened.isoformat() if opened else None,
+        "consecutive_failures": state.consecutive_failures if state else None,
+        "daily_used": state.daily_used if state else None,
+    }
