@@ -54,6 +54,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "dispatcher",
     "dispatcher.inbox",
+    "dispatcher.feed",
 ]
 #: The docs' example app (example/: message types, a messenger, models), so the
 #: README's examples run as written. On in development (make run sets
@@ -105,6 +106,8 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "dispatcher.inbox.context_processors.inbox",
+                "dispatcher.feed.context_processors.feed",
             ],
         },
     },
@@ -298,4 +301,7 @@ DISPATCHER_LINK_MAX_AGE = env_int("DISPATCHER_LINK_MAX_AGE", 60 * 60 * 24 * 60)
 #: Signals are connected for these models only. Apps may add more with
 #: dispatcher.model_events.watch_model(Model) in their AppConfig.ready().
 DISPATCHER_WATCHED_MODELS: list[str] = env_list("DISPATCHER_WATCHED_MODELS", [])
-LOGIN_URL = "admin:login"
+# The demo site's login page (config/urls.py), for every user; the admin keeps its own.
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "login"

@@ -139,6 +139,10 @@ class MessageBase:
 
     alias: ClassVar[str] = ""
     title: ClassVar[str] = ""
+    #: One line telling users what they get (shown under the title on the preferences page).
+    description: ClassVar[str] = ""
+    #: The key of the group the preferences page shows it in (DISPATCHER_MESSAGE_CATEGORIES).
+    category: ClassVar[str] = ""
     #: Django template for the text body; None renders ``context["text"]``.
     template: ClassVar[str | None] = None
     #: Django template for an HTML body, for messengers that send HTML.
@@ -221,6 +225,9 @@ class PlainTextMessage(MessageBase):
 
     alias = "plain"
     title = "Plain text"
+    #: A generic type, for the site's own sending: not offered to users on the
+    #: preferences page unless a site says so (a subclass, or setting this to True).
+    allow_user_subscription = False
 
     def __init__(self, text: str):
         super().__init__({"text": text})
@@ -237,6 +244,7 @@ class EmailTextMessage(MessageBase):
     alias = "email_plain"
     title = "E-mail (text)"
     requires = "email"
+    allow_user_subscription = False  # generic: see PlainTextMessage
 
     def __init__(self, subject: str, text_or_context: str | dict[str, Any], template_path: str | None = None,
                  attachments: Iterable[Any] | None = None):
@@ -256,6 +264,7 @@ class EmailHtmlMessage(MessageBase):
     alias = "email_html"
     title = "E-mail (HTML)"
     requires = "email"
+    allow_user_subscription = False  # generic: see PlainTextMessage
 
     def __init__(self, subject: str, html_or_context: str | dict[str, Any], template_path: str | None = None,
                  attachments: Iterable[Any] | None = None):

@@ -30,8 +30,8 @@ ENGINE = {
     "dispatcher.queues", "dispatcher.registry", "dispatcher.signals", "dispatcher.sweeps",
 }
 BUILT_ON_THE_ENGINE = (
-    "dispatcher.inbox", "dispatcher.subscriptions", "dispatcher.model_events", "dispatcher.views",
-    "dispatcher.dashboard", "dispatcher.admin", "tasks",
+    "dispatcher.inbox", "dispatcher.feed", "dispatcher.subscriptions", "dispatcher.model_events",
+    "dispatcher.views", "dispatcher.dashboard", "dispatcher.admin", "tasks",
 )
 #: Imports of the project's modules inside a function, and why each is not a dodge.
 FUNCTION_LEVEL_ALLOWED = {

@@ -30,7 +30,9 @@ from django.urls.resolvers import URLPattern, URLResolver
 
 from dispatcher import links
 from dispatcher.api import schedule_messages
+from dispatcher.feed.models import Notification
 from dispatcher.inbox.api import PrivateMessage, pm_write
+from dispatcher.inbox.models import Block
 from dispatcher.model_events import subscribe_to_model_event
 from dispatcher.models import Dispatch, DispatchError, Message, ModelEventSubscription, Subscription
 from dispatcher.subscriptions import subscribe
@@ -63,7 +65,9 @@ def make_world(django_user_model: Any) -> SimpleNamespace:
     DispatchError.objects.create(dispatch=bobs_dispatch, attempt=1, error_class="X", text="boom")
     profile = Profile.objects.create(full_name="Public", bio=f"{SECRET} bio", user=bob)
     event_sub = subscribe_to_model_event(Profile, "edit", bob, object_id=profile.pk)
-    return SimpleNamespace(
+    anns_item = Notification.objects.create(recipient=ann, subject="for ann", text="ann's own")
+    bobs_item = Notification.objects.create(recipient=bob, subject=f"{SECRET} item", text=f"{SECRET} text")
+    return SimpleNamespace(anns_item=anns_item, bobs_item=bobs_item,
         ann=ann, bob=bob, cat=cat, staff=staff, to_ann=to_ann, from_ann=from_ann, bobs=bobs,
         newsletter=newsletter, anns_dispatch=anns_dispatch, bobs_dispatch=bobs_dispatch,
         profile=profile, event_sub=event_sub,
@@ -87,6 +91,8 @@ def snapshot() -> tuple:
         list(Profile.objects.order_by("pk").values_list("pk", "full_name", "bio")),
         list(get_user_model().objects.order_by("pk").values_list(
             "pk", "username", "email", "is_active", "is_staff", "password")),
+        list(Block.objects.order_by("pk").values_list("pk", "blocker", "blocked")),
+        list(Notification.objects.order_by("pk").values_list("pk", "recipient", "read_at", "subject")),
     )
 
 
@@ -138,6 +144,10 @@ def bad_tokens(action: str) -> Callable[[SimpleNamespace], list[dict[str, Any]]]
     return make
 
 
+def bad_item_ids(w: SimpleNamespace) -> list[dict[str, Any]]:
+    return [{"pk": w.bobs_item.pk}] + [{"pk": value} for value in BAD_IDS]
+
+
 API_BAD_PATHS = ["/dispatcher/api/nope/", "/dispatcher/api/messages/1/x/", "/dispatcher/api/messages",
                  "/dispatcher/api/%00/"]
 
@@ -168,6 +178,46 @@ ROUTES: dict[str, Route] = {
         "text", token(links.UNSUBSCRIBE), bad_tokens(links.UNSUBSCRIBE), csrf_exempt=True),
     "dispatcher:read-pixel": Route("gif", token(links.READ), bad_tokens(links.READ), get_effect=READ_AT),
     "dispatcher:preferences": Route("any"),
+    # The private-message pages (HTML): ann's message to see, bob's as a bad id.
+    "inbox:index": Route("any"),
+    "inbox:inbox": Route("html", extra_paths=lambda w: [
+        "/messages/inbox/?page=%00&unread=%ff", "/messages/inbox/?page=99999999999999999999"]),
+    "inbox:sent": Route("html", extra_paths=lambda w: ["/messages/sent/?page=-1"]),
+    "inbox:archives": Route("html"),
+    "inbox:trash": Route("html"),
+    "inbox:write": Route("html", extra_paths=lambda w: [
+        "/messages/write/bob:%00/", "/messages/write/?to=%00&subject=%ff&body=" + "x" * 3000]),
+    "inbox:reply": Route("html", pk("to_ann", "message_id"), bad_ids("message_id")),
+    "inbox:view": Route("html", pk("to_ann", "message_id"), bad_ids("message_id")),
+    "inbox:view_conversation": Route("html", pk("to_ann", "thread_id"), bad_ids("thread_id")),
+    "inbox:archive": Route("any"),
+    "inbox:unarchive": Route("any"),
+    "inbox:delete": Route("any"),
+    "inbox:undelete": Route("any"),
+    "inbox:mark-read": Route("any"),
+    "inbox:mark-unread": Route("any"),
+    "inbox:blocks": Route("html"),
+    "inbox:unblock": Route("any"),
+    # The in-app feed: its page and JSON API; bob's item as a bad id.
+    "feed:list": Route("html", extra_paths=lambda w: ["/notifications/?page=%00&unread=%ff"]),
+    "feed:mark-read": Route("any"),
+    "feed:mark-unread": Route("any"),
+    "feed:mark-all-read": Route("any"),
+    "feed:delete": Route("any"),
+    "feed:api-unread-count": Route("json"),
+    "feed:api-list": Route("json", extra_paths=lambda w: [
+        "/notifications/api/notifications/?limit=-1&unread=%ff",
+        "/notifications/api/notifications/?limit=%00"]),
+    "feed:api-mark-all-read": Route("json"),
+    "feed:api-detail": Route("json", pk("anns_item"), bad_item_ids),
+    "feed:api-mark-read": Route("json", pk("anns_item"), bad_item_ids),
+    "feed:api-delete": Route("json", pk("anns_item"), bad_item_ids),
+    "feed:api-not-found": Route("json", extra_paths=lambda w: [
+        "/notifications/api/nope/", "/notifications/api/notifications/1/x/", "/notifications/api/%00/"]),
+    # The demo site's own pages.
+    "home": Route("any"),
+    "login": Route("html"),
+    "logout": Route("any"),
 }
 
 #: The admin is Django's: every URL it mounts is walked, with fewer bodies and methods.

@@ -23,8 +23,9 @@ def registered(env: dict[str, str]) -> dict[str, str]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_fresh_environment_has_only_smtp():
-    assert registered({}) == {"smtp": "SMTPMessenger"}
+def test_fresh_environment_has_only_smtp_and_the_feed():
+    # inapp is registered by the feed app (dispatcher.feed), installed in the demo site.
+    assert registered({}) == {"smtp": "SMTPMessenger", "inapp": "InAppMessenger"}
 
 
 def test_every_messenger_from_its_environment_variables():
@@ -43,6 +44,7 @@ def test_every_messenger_from_its_environment_variables():
         "smtp": "SMTPMessenger", "telegram": "TelegramMessenger", "twitter": "TwitterMessenger",
         "fb": "FacebookMessenger", "vk": "VKontakteMessenger", "sms": "TwilioSMSMessenger",
         "postmark": "PostmarkMessenger", "webhook": "WebhookMessenger", "xmpp": "XMPPMessenger",
+        "inapp": "InAppMessenger",
     }
 
 

@@ -95,7 +95,7 @@ def test_preferences_round_trip(client, ann):
     page = client.get(reverse("dispatcher:preferences")).content.decode()
     assert 'value="newsletter:smtp"' in page
     response = client.post(reverse("dispatcher:preferences"),
-                           {"pref_shown": ["newsletter:smtp", "plain:smtp"], "pref": ["newsletter:smtp"]})
+                           {"pref_shown": ["newsletter:smtp", "hello:smtp"], "pref": ["newsletter:smtp"]})
     assert response.status_code == 302
     assert set(Subscription.objects.filter(recipient=ann).values_list("message_type", "messenger")) == {
         ("newsletter", "smtp")

@@ -33,7 +33,8 @@ from django.utils import timezone
 
 from dispatcher.validation import has_control_characters, is_unstorable
 
-from .exceptions import InvalidMessage, MessageNotFound, MessagePermissionDenied
+from .exceptions import InvalidMessage, MessageNotFound, MessagePermissionDenied, RecipientRefused
+from .exchange import check_exchange as _check_exchange
 from .models import (
     STATUS_ACCEPTED,
     STATUS_PENDING,
@@ -56,6 +57,7 @@ __all__ = [
     "MessagePermissionDenied",
     "MessagingService",
     "PrivateMessage",
+    "RecipientRefused",
     "pm_broadcast",
     "pm_write",
 ]
@@ -151,6 +153,7 @@ def pm_write(
     auto_moderators: AutoModerator | Iterable[AutoModerator] | None = None,
     *,
     parent: PrivateMessage | int | None = None,
+    check_exchange: bool = True,
 ) -> PrivateMessage:
     """Write a message to a user; returns the created message.
 
@@ -165,8 +168,15 @@ def pm_write(
     ``sender`` and ``recipient`` are users; either one (not both) may be the
     e-mail address of a visitor. ``parent`` makes the message a reply, in the
     same thread.
+
+    A recipient who blocked the sender, or whom the site's exchange filter
+    (``DISPATCHER_INBOX_EXCHANGE_FILTER``) refuses, raises
+    :class:`RecipientRefused` with the reason, and nothing is written;
+    ``check_exchange=False`` skips both, for messages the site itself sends.
     """
     message = _new_message(sender, recipient, subject, body)
+    if check_exchange and message.recipient_id is not None:
+        _check_exchange(message.sender, message.recipient)
     parent_obj = _attach_to_parent(message, parent) if parent is not None else None
     initial_status = message.moderation_status
     if auto_moderators:
@@ -262,6 +272,12 @@ def _message_pk(message: Any) -> Any:
     return message.pk if isinstance(message, PrivateMessage) else message
 
 
+def _as_list(messages: Any) -> list[Any]:
+    if isinstance(messages, (models.Model, str, int)) or not isinstance(messages, Iterable):
+        return [messages]
+    return list(messages)
+
+
 class MessagingService:
     """django-directmessages' API: ``Inbox.send_message(...)`` and friends.
 
@@ -332,6 +348,21 @@ class MessagingService:
         """Mark one message read; True if it was unread. Same rules as :meth:`read_message`."""
         msg = self._readable(message, user)
         return bool(self._mark_read([msg]))
+
+    def mark_read_for(self, user: Any, messages: Any) -> int:
+        """Mark read those of ``messages`` (messages or ids) that ``user`` received;
+        the others are left alone. Returns how many were marked."""
+        ids = [_message_pk(m) for m in _as_list(messages)]
+        return self._mark_read(list(
+            PrivateMessage.objects.received_by(user).filter(pk__in=ids, read_at__isnull=True)
+        ))
+
+    def mark_unread_for(self, user: Any, messages: Any) -> int:
+        """Mark unread again those of ``messages`` that ``user`` received (one UPDATE)."""
+        ids = [_message_pk(m) for m in _as_list(messages)]
+        return PrivateMessage.objects.received_by(user).filter(pk__in=ids, read_at__isnull=False).update(
+            read_at=None
+        )
 
     def _mark_read(self, messages: list[PrivateMessage]) -> int:
         """Mark unread messages read with one UPDATE; ``message_read`` fires once

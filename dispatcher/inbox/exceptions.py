@@ -37,3 +37,17 @@ class MessagePermissionDenied(InboxError, PermissionDenied):
 class InvalidMessage(InboxError, ValueError):
     """The message cannot be written as asked (no such party, subject too long...);
     nothing was saved."""
+
+
+class RecipientRefused(InvalidMessage):
+    """The sender may not write to this recipient: the recipient blocked them,
+    or the site's exchange filter (``DISPATCHER_INBOX_EXCHANGE_FILTER``) said no.
+
+    ``reason`` is the text to show the sender; ``recipient`` the refused user.
+    """
+
+    def __init__(self, recipient: object, reason: str):
+        name = recipient.get_username() if hasattr(recipient, "get_username") else str(recipient)
+        super().__init__(f"you cannot write to {name}: {reason}")
+        self.recipient = recipient
+        self.reason = reason

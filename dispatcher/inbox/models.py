@@ -259,3 +259,31 @@ class PrivateMessage(models.Model):
     @property
     def is_replied(self) -> bool:
         return self.replied_at is not None
+
+
+class Block(models.Model):
+    """``blocker`` accepts no private message from ``blocked``.
+
+    Checked by :func:`dispatcher.inbox.exchange.refusal` for every message a
+    user writes (pages, JSON API, ``pm_write``); the blocked user is told only
+    that the recipient does not accept their messages.
+    """
+
+    blocker = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="inbox_blocks",
+        db_index=False,  # led by the unique constraint
+    )
+    blocked = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="inbox_blocked_by",
+    )
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["blocker", "blocked"], name="inbox_block_once"),
+            models.CheckConstraint(condition=~Q(blocker=models.F("blocked")), name="inbox_block_not_self"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.blocker} blocks {self.blocked}"

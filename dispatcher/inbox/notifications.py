@@ -22,6 +22,7 @@ from typing import Any
 from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ObjectDoesNotExist
+from django.urls import NoReverseMatch, reverse
 from django.utils.text import Truncator
 
 from dispatcher.api import Recipient, recipients, schedule_messages
@@ -51,8 +52,26 @@ def current_site() -> Any:
         return None
 
 
+#: Context key: {notified user id: path of their message's page}.
+LINKS = "pm_links"
+
+
+def message_path(message_id: int) -> str:
+    """The path of a message's page, or "" when the site does not mount the pages."""
+    try:
+        return reverse("inbox:view", args=[message_id])
+    except NoReverseMatch:
+        return ""
+
+
+def absolute(path: str) -> str:
+    return f"{str(settings.SITE_URL).rstrip('/')}{path}" if path else ""
+
+
 class _InboxNotification(MessageBase):
-    """Rendered per recipient with the seed's ``site`` in the context."""
+    """Rendered per recipient with the seed's ``site`` in the context, and
+    ``message_url``: the page of the private message this recipient is told
+    about (each copy of a broadcast has its own)."""
 
     allow_user_subscription = False
 
@@ -60,6 +79,8 @@ class _InboxNotification(MessageBase):
     def get_context(cls, message_model: Any, dispatch: Any) -> dict[str, Any]:
         context = super().get_context(message_model, dispatch)
         context["site"] = current_site()
+        links = message_model.context.get(LINKS) or {}
+        context["message_url"] = absolute(links.get(str(dispatch.recipient_id), ""))
         return context
 
 
@@ -122,7 +143,7 @@ def _targets(people: Iterable[Any]) -> list[Recipient]:
 def _context(message: PrivateMessage, subject: str) -> dict[str, Any]:
     """What the template needs, stored as JSON with the notification: the
     worker renders it without reading the private message again."""
-    context = {
+    context: dict[str, Any] = {
         "subject": subject,
         "pm_subject": message.subject,
         "body": message.body,
@@ -134,6 +155,17 @@ def _context(message: PrivateMessage, subject: str) -> dict[str, Any]:
         context["pm_recipient"] = message.recipient_label
         context["reason"] = message.moderation_reason
     return context
+
+
+def _links(messages: Sequence[PrivateMessage], who: Callable[[PrivateMessage], Any]) -> dict[str, str]:
+    """{notified user id: path of the page of the message they are told about}."""
+    links = {}
+    for m in messages:
+        person = who(m)
+        path = message_path(m.pk) if not isinstance(person, str) and person is not None else ""
+        if path:
+            links[str(person.pk)] = path
+    return links
 
 
 def _schedule(
@@ -148,10 +180,25 @@ def _schedule(
         targets = _targets(who(m) for m in messages)
         if not targets:
             continue
-        schedule_messages(message_cls(_context(first, subject(first))), targets,
-                          sender=first.sender if first.sender_id else None)
+        context = _context(first, subject(first))
+        links = _links(messages, who)
+        if links:
+            context[LINKS] = links
+            # One link for channels that show a single one (the in-app feed's item):
+            # the message itself, or the inbox for a broadcast's shared notification.
+            single = next(iter(links.values())) if len(messages) == 1 else _inbox_path()
+            if single:
+                context["url"] = absolute(single)
+        schedule_messages(message_cls(context), targets, sender=first.sender if first.sender_id else None)
         count += len(targets)
     return count
+
+
+def _inbox_path() -> str:
+    try:
+        return reverse("inbox:inbox")
+    except NoReverseMatch:
+        return ""
 
 
 def _new_subject(message: PrivateMessage) -> str:

@@ -17,177 +17,47 @@ middleware, whose failure page is HTML.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
-from functools import wraps
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core import signals
-from django.core.exceptions import (
-    BadRequest as DjangoBadRequest,
-)
-from django.core.exceptions import (
-    RequestDataTooBig,
-    SuspiciousOperation,
-    ValidationError,
-)
-from django.http import HttpRequest, HttpResponse, JsonResponse, UnreadablePostError
-from django.http.multipartparser import MultiPartParserError
-from django.middleware.csrf import CsrfViewMiddleware, get_token
-from django.utils.log import log_response
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.module_loading import import_string
-from django.views.decorators.cache import never_cache
-from django.views.decorators.csrf import csrf_exempt
 
+from dispatcher import jsonapi
+from dispatcher.jsonapi import BadRequest, NotFound, error, not_found, parse_id
 from dispatcher.validation import is_unstorable
 
 from .api import Inbox, pm_write
 from .exceptions import InvalidMessage, MessageNotFound, MessagePermissionDenied
 from .models import PrivateMessage
 
+__all__ = ["BadRequest", "NotFound", "error", "not_found", "parse_id"]
+
 DEFAULT_LIMIT = 50
 DEFAULT_MAX_LIMIT = 100
 #: Largest request body the API reads (bytes); more is a 413 before it is read.
-DEFAULT_MAX_BODY_SIZE = 256 * 1024
-#: Ids are positive BIGINTs: anything else cannot name a row (and would
-#: overflow SQLite's integers rather than find nothing).
-ID_MAX = 2**63 - 1
-_DIGITS = re.compile(r"[0-9]{1,19}")
+DEFAULT_MAX_BODY_SIZE = jsonapi.DEFAULT_MAX_BODY_SIZE
 
 View = Callable[..., HttpResponse]
 
-
-class BadRequest(Exception):
-    """A query parameter or a field of the request is wrong."""
-
-
-class NotFound(Exception):
-    """The URL names nothing the user may see (a malformed id included)."""
-
-
-def error(status: int, text: str) -> JsonResponse:
-    return JsonResponse({"error": text}, status=status)
-
-
-class _CsrfCheck(CsrfViewMiddleware):
-    """Django's CSRF check, answering the reason instead of the HTML failure page."""
-
-    def _reject(self, request: HttpRequest, reason: str) -> Any:
-        return reason
-
-
-def _csrf_failure(request: HttpRequest) -> str | None:
-    check = _CsrfCheck(lambda _request: HttpResponse())
-    check.process_request(request)
-    reason = check.process_view(request, None, (), {})  # type: ignore[arg-type]
-    return reason if isinstance(reason, str) else None
+#: JSON view for an authenticated user: 401 otherwise, every error as JSON, never cached.
+api_view = jsonapi.json_api("DISPATCHER_INBOX_API_MAX_BODY_SIZE", errors=[
+    (MessageNotFound, 404, "no such message"),
+    (MessagePermissionDenied, 403, None),
+    (InvalidMessage, 400, None),
+])
 
 
 def max_body_size() -> int:
-    return getattr(settings, "DISPATCHER_INBOX_API_MAX_BODY_SIZE", DEFAULT_MAX_BODY_SIZE)
-
-
-def _declared_length(request: HttpRequest) -> int:
-    try:
-        return int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        return 0
-
-
-def _checked(request: HttpRequest, methods: tuple[str, ...], view: View, *args: Any,
-             **kwargs: Any) -> HttpResponse:
-    if request.method not in methods:
-        response = error(405, f"method {request.method} not allowed: use {', '.join(methods)}")
-        response["Allow"] = ", ".join(methods)
-        return response
-    if not request.user.is_authenticated:
-        response = error(401, "authentication required")
-        response["WWW-Authenticate"] = 'Session realm="dispatcher"'
-        return response
-    if _declared_length(request) > max_body_size():
-        return error(413, f"the request body is larger than {max_body_size()} bytes")
-    if request.method in ("GET", "HEAD"):
-        # What ensure_csrf_cookie does, without its check of the body before ours:
-        # the CSRF middleware sets the cookie, so a script has a token to POST with.
-        get_token(request)
-    else:
-        reason = _csrf_failure(request)
-        if reason is not None:
-            return error(403, f"CSRF check failed: {reason}")
-    return view(request, *args, **kwargs)
-
-
-def api_view(*methods: str) -> Callable[[View], View]:
-    """JSON view for an authenticated user: 401 otherwise, every error as JSON, never cached."""
-
-    def decorate(view: View) -> View:
-        @wraps(view)
-        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            try:
-                return _checked(request, methods, view, *args, **kwargs)
-            except MessageNotFound:
-                return error(404, "no such message")
-            except NotFound as exc:
-                return error(404, str(exc))
-            except MessagePermissionDenied as exc:
-                return error(403, str(exc))
-            except (BadRequest, InvalidMessage) as exc:
-                return error(400, str(exc))
-            except RequestDataTooBig:
-                return error(413, "the request body is too large")
-            except (SuspiciousOperation, DjangoBadRequest, MultiPartParserError, UnreadablePostError):
-                return error(400, "the request body cannot be read")
-            except Exception as exc:
-                return _server_error(request, exc)
-
-        # The CSRF check runs in _checked, answering JSON.
-        return csrf_exempt(never_cache(wrapped))
-
-    return decorate
-
-
-def _server_error(request: HttpRequest, exc: Exception) -> HttpResponse:
-    """A bug: reported as Django reports one (the log, mails to ADMINS, the
-    test client), but answered in JSON like everything under the API."""
-    signals.got_request_exception.send(sender=None, request=request)
-    response = error(500, "internal error")
-    log_response("%s: %s", response.reason_phrase, request.path, response=response, request=request,
-                 exception=exc)
-    return response
-
-
-@csrf_exempt
-@never_cache
-def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-    """Any other path under the API: a JSON 404, not the site's HTML page."""
-    return error(404, "no such endpoint")
-
-
-def parse_id(value: Any, what: str) -> int:
-    """A positive whole number (an int, or its decimal digits), else BadRequest.
-
-    ``1.5``, ``true``, ``"1e3"``, ``"-1"`` and ``" 2"`` are not ids: the
-    database would otherwise round, cast or overflow them into another row.
-    """
-    if isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    elif isinstance(value, str) and _DIGITS.fullmatch(value):
-        number = int(value)
-    else:
-        raise BadRequest(f"{what} must be a whole number")
-    if not 1 <= number <= ID_MAX:
-        raise BadRequest(f"{what} must be between 1 and {ID_MAX}")
-    return number
+    return int(getattr(settings, "DISPATCHER_INBOX_API_MAX_BODY_SIZE", DEFAULT_MAX_BODY_SIZE))
 
 
 def _url_id(value: str, what: str = "message") -> int:
     """An id from the URL; a malformed one names nothing: 404, as an unknown one."""
-    try:
-        return parse_id(value, "id")
-    except BadRequest:
-        raise NotFound(f"no such {what}") from None
+    return jsonapi.url_id(value, what)
 
 
 def _side(message: PrivateMessage, user: Any) -> str:
@@ -222,22 +92,12 @@ def serialize(message: PrivateMessage, user: Any) -> dict[str, Any]:
 
 def _limit(request: HttpRequest) -> int:
     maximum = getattr(settings, "DISPATCHER_INBOX_API_MAX_LIMIT", DEFAULT_MAX_LIMIT)
-    raw = request.GET.get("limit")
-    if raw in (None, ""):
-        return min(DEFAULT_LIMIT, maximum)
-    if not _DIGITS.fullmatch(raw):
-        raise BadRequest("limit must be a whole number")
-    limit = int(raw)
-    if not 1 <= limit <= maximum:
-        raise BadRequest(f"limit must be between 1 and {maximum}")
-    return limit
+    return jsonapi.limit(request, DEFAULT_LIMIT, maximum)
 
 
 def _flag(request: HttpRequest, name: str) -> bool:
     """``?unread``, ``?unread=1`` or ``=true`` turn a flag on; ``=0``/``=false``/``=no`` off."""
-    if name not in request.GET:
-        return False
-    return request.GET[name].strip().lower() not in ("0", "false", "no", "off")
+    return jsonapi.flag(request, name)
 
 
 FOLDERS = ("inbox", "sent", "archives", "trash")

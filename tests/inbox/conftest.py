@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import pytest
 
 from dispatcher.inbox.signals import message_read, message_sent
+from tests.inbox.browser_steps import browser, driver  # noqa: F401  (headless Chromium, for the browser tests)
 
 
 @pytest.fixture

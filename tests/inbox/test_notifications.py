@@ -111,3 +111,19 @@ def test_notifications_commit_with_the_message(users, django_capture_on_commit_c
             assert Dispatch.objects.count() == 1
             raise RuntimeError
     assert Dispatch.objects.count() == 0 and callbacks == []
+
+
+def test_notifications_link_to_each_recipients_message_page(users, smtp_server, settings):
+    settings.SITE_URL = "https://site.example/"
+    single = pm_write(users.ann, users.bob, "Lunch?", "At noon?")
+    copies = pm_broadcast(users.ann, [users.bob, users.cat], "Announcement", "Doors open at 9")
+    rejected = pm_write(users.ann, users.cat, "Buy", "x", auto_moderators=[lambda m: (0, "ads")])
+    deliver()
+    mails = {(m["To"], m["Subject"]): m.get_content() for m in smtp_server.messages}
+    link = "Read it and reply: https://site.example/messages/view/{}/"
+    assert link.format(single.pk) in mails[("bob@example.org", "New message from ann: Lunch?")]
+    by_recipient = {m.recipient.email: m.pk for m in copies}
+    for address, pk in by_recipient.items():
+        assert link.format(pk) in mails[(address, "New message from ann: Announcement")]
+    assert (f"Your message: https://site.example/messages/view/{rejected.pk}/"
+            in mails[("ann@example.org", "Your message to cat was rejected")])

@@ -36,3 +36,16 @@ class Unwatched(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Follow(models.Model):
+    """``follower`` follows ``followed``: the exchange-filter example of docs/inbox.md."""
+
+    follower = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    followed = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        unique_together = [("follower", "followed")]
+
+    def __str__(self) -> str:
+        return f"{self.follower} follows {self.followed}"
