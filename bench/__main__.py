@@ -615,6 +615,28 @@ def bench_priority(n: int) -> dict[str, Any]:
     }
 
 
+# -- digests and throttle keys (bench/beyond.py) ----------------------------------------------------
+def bench_digest(n: int) -> dict[str, Any]:
+    from bench import beyond
+
+    sink = new_sink()
+    try:
+        return beyond.bench_digest(
+            n, worker_env(), sink,
+            lambda name, concurrency, port, extra: Worker(name, worker_env(port), concurrency,
+                                                          log_dir=settings.VAR_DIR / "bench" / "logs",
+                                                          extra_args=extra),
+            fresh)
+    finally:
+        sink.stop()
+
+
+def bench_throttle(n: int) -> dict[str, Any]:
+    from bench import beyond
+
+    return beyond.bench_throttle(n, fresh)
+
+
 BENCHES: dict[str, tuple[Callable[[int], dict[str, Any]], int, int]] = {
     # name: (function, size, --quick size)
     "fanout": (bench_fanout, 100_000, 10_000),
@@ -627,6 +649,8 @@ BENCHES: dict[str, tuple[Callable[[int], dict[str, Any]], int, int]] = {
     "io": (bench_io, 5_000, 1_000),
     "smtp": (bench_smtp, 10_000, 2_000),
     "priority": (bench_priority, 100_000, 10_000),
+    "digest": (bench_digest, 100_000, 8_000),
+    "throttle": (bench_throttle, 6_000, 600),
 }
 
 

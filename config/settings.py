@@ -305,3 +305,14 @@ DISPATCHER_WATCHED_MODELS: list[str] = env_list("DISPATCHER_WATCHED_MODELS", [])
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
+
+# Fallback chains, delivery receipts and SMTP bounces (docs/beyond.md).
+DISPATCHER_FALLBACK_CHANNELS: list[str] = env_list("DISPATCHER_FALLBACK_CHANNELS", [])
+DISPATCHER_BOUNCE_MAILBOX = env_str("DISPATCHER_BOUNCE_MAILBOX", "")
+DISPATCHER_POSTMARK_WEBHOOK = {
+    key: value for key, value in (
+        ("username", env_str("DISPATCHER_POSTMARK_WEBHOOK_USER", "")),
+        ("password", env_str("DISPATCHER_POSTMARK_WEBHOOK_PASSWORD", "")),
+        ("token", env_str("DISPATCHER_POSTMARK_WEBHOOK_TOKEN", "")),
+    ) if value
+}

@@ -11,7 +11,19 @@ from django.utils.html import format_html
 
 from .api import cancel, retry_now
 from .model_events import watched_models
-from .models import Dispatch, DispatchError, Message, ModelEventSubscription, Subscription
+from .models import (
+    ChannelPreference,
+    DeliveryReceipt,
+    DigestItem,
+    DigestWindow,
+    Dispatch,
+    DispatchError,
+    FallbackHop,
+    Message,
+    ModelEventSubscription,
+    Subscription,
+    Suppression,
+)
 
 
 @admin.action(description="Retry now")
@@ -40,22 +52,69 @@ class DispatchErrorInline(admin.TabularInline):
         return False
 
 
+class DeliveryReceiptInline(admin.TabularInline):
+    model = DeliveryReceipt
+    extra = 0
+    can_delete = False
+    fields = ("event", "provider", "occurred_at", "reason", "permanent", "created")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class FallbackHopInline(admin.StackedInline):
+    model = FallbackHop
+    fk_name = "dispatch"
+    extra = 0
+    can_delete = False
+    fields = ("hops", "previous", "next", "fell_back_at")
+    readonly_fields = fields
+    verbose_name = "fallback chain"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="chain")
+    def hops(self, obj: FallbackHop) -> str:
+        parts = []
+        for i, hop in enumerate(obj.chain):
+            label = f"{hop.get('messenger')}:{hop.get('address') or '-'}"
+            if hop.get("skipped"):
+                label += f" (skipped: {hop['skipped']})"
+            parts.append(f"[{label}]" if i == obj.position else label)
+        return " -> ".join(parts)
+
+
+class ReceiptFilter(admin.SimpleListFilter):
+    title = "receipt"
+    parameter_name = "receipt"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return list(DeliveryReceipt.Event.choices)
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value():
+            return queryset.filter(receipts__event=self.value())
+        return queryset
+
+
 @admin.register(Dispatch)
 class DispatchAdmin(admin.ModelAdmin):
     list_display = (
         "id", "message_link", "messenger", "address", "status", "attempts",
         "next_attempt_at", "dispatched_at", "read_at",
     )
-    list_filter = ("status", "messenger", "message__message_type")
+    list_filter = ("status", "messenger", "message__message_type", ReceiptFilter)
     # Exact match: served by an index, where a "contains" search scans the table.
     search_fields = ("=address",)
     list_select_related = ("message",)
     readonly_fields = (
         "message", "messenger", "recipient", "address", "status", "attempts", "next_attempt_at",
-        "queued_at", "lease_expires_at", "claim_token", "dispatched_at", "read_at", "created",
+        "queued_at", "lease_expires_at", "claim_token", "dispatched_at", "read_at", "created", "result",
     )
     raw_id_fields = ("message", "recipient")
-    inlines = [DispatchErrorInline]
+    inlines = [DispatchErrorInline, DeliveryReceiptInline, FallbackHopInline]
     actions = [retry_now_action, cancel_action]
     show_full_result_count = False
 
@@ -112,3 +171,67 @@ class ModelEventSubscriptionAdmin(admin.ModelAdmin):
                 pk__in=[ContentType.objects.get_for_model(m).pk for m in labels.values()]
             )
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+@admin.register(Suppression)
+class SuppressionAdmin(admin.ModelAdmin):
+    """The suppression list: add an address by hand, or delete an entry once
+    the user fixed their mailbox (dispatches to it go out again)."""
+
+    list_display = ("address", "kind", "message_type", "reason", "created", "dispatch")
+    list_filter = ("kind", "reason")
+    search_fields = ("=address",)
+    raw_id_fields = ("dispatch",)
+    readonly_fields = ("created",)
+    fields = ("kind", "address", "message_type", "reason", "detail", "dispatch", "created")
+
+    def save_model(self, request: HttpRequest, obj: Suppression, form: Any, change: bool) -> None:
+        from_form = obj.address
+        obj.address = from_form.strip().lower() if obj.kind == "email" else from_form.strip()
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(DeliveryReceipt)
+class DeliveryReceiptAdmin(admin.ModelAdmin):
+    list_display = ("dispatch", "event", "provider", "occurred_at", "permanent", "reason")
+    list_filter = ("event", "provider", "permanent")
+    raw_id_fields = ("dispatch",)
+    readonly_fields = ("dispatch", "event", "provider", "occurred_at", "reason", "permanent", "payload",
+                       "created")
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+class DigestItemInline(admin.TabularInline):
+    model = DigestItem
+    extra = 0
+    can_delete = False
+    fields = ("context", "created")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(DigestWindow)
+class DigestWindowAdmin(admin.ModelAdmin):
+    list_display = ("id", "message_type", "messenger", "address", "status", "item_count", "opened_at",
+                    "closes_at", "closed_at", "dispatch")
+    list_filter = ("status", "message_type", "messenger")
+    search_fields = ("=address",)
+    readonly_fields = ("message_type", "messenger", "address", "recipient", "status", "opened_at",
+                       "closes_at", "item_count", "closed_at", "message", "dispatch")
+    inlines = [DigestItemInline]
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(ChannelPreference)
+class ChannelPreferenceAdmin(admin.ModelAdmin):
+    list_display = ("user", "message_type", "channels")
+    search_fields = ("user__username", "user__email")
+    raw_id_fields = ("user",)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, models, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
+from . import digests, fallback
+from . import throttle as throttling
 from .bulk import create_dispatches
 from .exceptions import (
     InvalidArgument,
@@ -21,6 +23,7 @@ from .exceptions import (
     NotAMessage,
     UnknownMessageType,
 )
+from .fallback import fallback_chain, set_channel_order
 from .fanout import FanOut, schedule_stream
 from .messages import UNSUBSCRIBABLE, MessageBase, PlainTextMessage
 from .models import Dispatch, Message, Subscription
@@ -35,6 +38,7 @@ from .registry import (
     register_messenger_objects,
 )
 from .scheduled import send_scheduled_messages
+from .suppression import is_suppressed, suppress, unsuppress
 from .validation import check_recipient, check_schedule
 
 __all__ = [
@@ -42,12 +46,14 @@ __all__ = [
     "FanOut",
     "Recipient",
     "cancel",
+    "fallback_chain",
     "get_dispatcher_urls",
     "get_registered_message_types",
     "get_registered_messenger_object",
     "get_registered_messenger_objects",
     "get_sitemessage_urls",
     "get_user_preferences_for_ui",
+    "is_suppressed",
     "pm_broadcast",
     "pm_write",
     "recipient_stream",
@@ -59,11 +65,14 @@ __all__ = [
     "schedule_messages",
     "send_scheduled_messages",
     "send_test_message",
+    "set_channel_order",
     "set_user_preferences_from_request",
     "subscribe",
     "subscribe_to_model_event",
+    "suppress",
     "unsubscribe",
     "unsubscribe_from_model_event",
+    "unsuppress",
 ]
 
 if TYPE_CHECKING:  # for type checkers only; see __getattr__ below
@@ -166,6 +175,8 @@ def schedule_messages(
     priority: int | None = None,
     send_at: datetime | None = None,
     idempotency_key: str | None = None,
+    throttle_key: str | None = None,
+    throttle: timedelta | None = None,
 ) -> Any:
     """Schedule one or more messages to recipients; returns ``(message, dispatches)`` pairs.
 
@@ -178,9 +189,19 @@ def schedule_messages(
     published once it commits (rows with a future ``send_at`` wait for the
     requeue sweep). With ``idempotency_key``, a repeated call returns the rows
     of the first one and writes nothing.
+
+    With ``throttle_key`` and ``throttle`` (a timedelta), at most one message
+    per key and address goes per period; the others are written as SKIPPED
+    dispatches (:mod:`dispatcher.throttle`). A recipient may be a
+    :func:`fallback_chain`. A message type with a ``digest`` window is
+    collected into digests instead (:mod:`dispatcher.digests`): the call
+    returns the recipients' open :class:`~dispatcher.models.DigestWindow` rows.
     """
     message_objs = _normalize_messages(messages)
+    throttling.check(throttle_key, throttle)
     if isinstance(recipients, RecipientStream):
+        if throttle_key is not None or digests.is_digest(message_objs[0]):
+            raise InvalidArgument("a recipient stream takes neither a throttle nor a digest type")
         if len(message_objs) != 1:
             raise InvalidRecipient("a recipient stream takes one message at a time")
         check_schedule(message_objs, sender, priority, send_at, idempotency_key)
@@ -204,14 +225,22 @@ def schedule_messages(
                     f"message type {message.alias!r} cannot be sent through {recipient.messenger!r}"
                 )
     check_schedule(message_objs, sender, priority, send_at, idempotency_key)
+    if any(digests.is_digest(m) for m in message_objs):
+        if len(message_objs) != 1 or send_at or idempotency_key or throttle_key or sender:
+            raise InvalidArgument("a digest type is scheduled alone, without send_at, idempotency_key, "
+                                  "throttle or sender: the digest goes when its window closes")
+        if fallback.chains_of(per_message[0]):
+            raise InvalidArgument("a digest type takes plain recipients, not fallback chains")
+        return digests.collect(message_objs[0], per_message[0])
 
     keys = [_idempotency_key(idempotency_key, i) for i in range(len(message_objs))]
     if idempotency_key:
         existing = _existing(keys)
         if existing is not None:
             return existing
+    throttled = (throttle_key, throttle) if throttle_key is not None and throttle is not None else None
     try:
-        return _write(message_objs, per_message, sender, priority, send_at, keys)
+        return _write(message_objs, per_message, sender, priority, send_at, keys, throttled)
     except IntegrityError:
         if not idempotency_key:
             raise
@@ -259,6 +288,7 @@ def _write(
     priority: int | None,
     send_at: datetime | None,
     keys: list[str | None],
+    throttled: tuple[str, timedelta] | None = None,
 ) -> list[tuple[Message, list[Dispatch]]]:
     now = timezone.now()
     due = send_at or now
@@ -279,12 +309,21 @@ def _write(
         )
         result = []
         for message, targets in zip(rows, per_message, strict=True):
+            skipped: list[Dispatch] = []
+            if throttled is not None:  # the key's decision, in this transaction
+                allowed = throttling.claim(*throttled, targets, now)
+                held = [t for t, ok in zip(targets, allowed, strict=True) if not ok]
+                targets = [t for t, ok in zip(targets, allowed, strict=True) if ok]
+                skipped = throttling.skip(message, held, throttled[0], now)
             dispatches = create_dispatches(message, targets, due, queued_at, now)
-            result.append((message, dispatches))
+            if fallback.chains_of(targets):
+                fallback.record_chains(dispatches, targets)
+            result.append((message, dispatches + skipped))
         if queued_at is not None:
             by_priority: dict[int, list[tuple[str, int]]] = {}
             for message, ds in result:
-                by_priority.setdefault(message.priority, []).extend((d.messenger, d.pk) for d in ds)
+                by_priority.setdefault(message.priority, []).extend(
+                    (d.messenger, d.pk) for d in ds if d.status == Dispatch.Status.PENDING)
             for level, pairs in sorted(by_priority.items(), reverse=True):
                 transaction.on_commit(lambda pairs=pairs, level=level: publish(pairs, priority=level))
     return result

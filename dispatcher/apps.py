@@ -26,7 +26,7 @@ class DispatcherConfig(AppConfig):
         # Messengers from settings.DISPATCHER_MESSENGERS and the built-in
         # message types. Apps register their own in their AppConfig.ready().
         registry.load_from_settings()
-        from . import beat, model_events, sqlite  # noqa: F401  (connect their signal receivers)
+        from . import beat, model_events, sqlite, suppression  # noqa: F401  (connect their signal receivers)
 
         model_events.load_from_settings()
 

@@ -17,6 +17,9 @@ PERIODIC_TASKS: dict[str, tuple[str, int]] = {
     "dispatcher: reclaim expired leases": ("dispatcher.reclaim_expired_leases", 60),
     "dispatcher: clean up sent dispatches": ("dispatcher.cleanup_sent", 3600),
     "dispatcher: report undelivered dispatches": ("dispatcher.report_undelivered", 86400),
+    "dispatcher: close due digests": ("dispatcher.close_digests", 0),
+    "dispatcher: process bounce mails": ("dispatcher.process_bounces", 60),
+    "dispatcher: forget expired throttle marks": ("dispatcher.cleanup_throttle_marks", 3600),
 }
 
 

@@ -34,7 +34,7 @@ from messengers.exceptions import PermanentError, RateLimited
 from messengers.outcomes import ERROR, FAILED, SENT, Outcome, Outcomes
 from messengers.redact import redact
 
-from . import links, signals
+from . import fallback, links, signals, suppression
 from .exceptions import DatabaseUnavailable, UnknownMessageType
 from .limiter import FlowConfig, Ticket, flow_config, get_backend
 from .messages import UNSUBSCRIBABLE
@@ -294,6 +294,8 @@ class BatchRecorder(Outcomes):
             DispatchError.objects.bulk_create(
                 [_error_row(d, o, final, now) for d, o, final in errors]
             )
+            if failed:  # the next channel of a chain, written with the outcome
+                fallback.follow([d.pk for d, _ in failed], now)
             sent_objs = [self.dispatches[pk] for pk in sent_ids]
             failed_objs = [d for d, _ in failed]
             retry_objs = [d for d, _, _ in retry]
@@ -384,6 +386,7 @@ def deliver_batch(alias: str, ids: list[int], token: uuid.UUID | None = None) ->
         # One Message object per message, not one per row as select_related
         # would make (each decoding the same JSON context again).
         messages = Message.objects.in_bulk({d.message_id for d in rows})
+        refused = suppression.suppressed(rows, messages)
     except DATABASE_ERRORS as exc:
         _drop_connection()
         raise DatabaseUnavailable(f"the database is unreachable: {exc}") from exc
@@ -393,7 +396,10 @@ def deliver_batch(alias: str, ids: list[int], token: uuid.UUID | None = None) ->
     keeper = LeaseKeeper(recorder)
     keeper.start()
     try:
-        run_batch(messenger, recorder, rows)
+        # A suppressed address fails at once, never reaching the messenger.
+        run_batch(messenger, recorder, suppression.fail_suppressed(recorder, rows, refused))
+    except OutcomesUnwritable:  # from recording the suppressed rows: run_batch never ran
+        recorder.finish()
     finally:
         keeper.stop()
     return recorder.result

@@ -47,6 +47,18 @@ Exposed:
     ``histogram_quantile(0.95, dispatcher_send_latency_seconds_bucket)`` is the
     p95 over that window, with no ``rate()`` needed.
 
+``dispatcher_receipts{messenger,event}``
+    Delivery receipts recorded: ``event`` is delivered, bounced or complained.
+``dispatcher_outcomes{messenger,outcome}``
+    The same with the other outcomes beyond sent and failed: ``skipped``
+    (held back by a throttle key), ``digested`` (notifications collected
+    into digests), ``fell_back`` (failed dispatches that moved on to the
+    next channel of their chain).
+``dispatcher_digest_items_waiting``
+    Notifications in digest windows not closed yet.
+``dispatcher_suppressed_addresses{kind}``
+    Addresses on the suppression list, by messenger kind.
+
 Protection: a staff session, or ``Authorization: Bearer <token>`` where the
 token is ``settings.DISPATCHER_METRICS_TOKEN`` or the environment variable of
 the same name. Without a token configured, only staff sessions get in.
@@ -67,7 +79,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from .dashboard import stats
+from .dashboard import outcomes, stats
 from .dashboard.broker import queue_depths
 from .publish import dispatch_queue
 
@@ -164,6 +176,7 @@ class DispatcherCollector(Collector):
                 gsum_value=hist.sum_seconds,
             )
         yield latency
+        yield from outcome_metrics()
 
 
 def _flow_metrics(messengers: list[str]) -> Iterator[Metric]:
@@ -248,3 +261,29 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     response = HttpResponse(encoder(registry), content_type=content_type)
     response["Cache-Control"] = "no-store"
     return response
+
+
+def outcome_metrics() -> Iterator[Metric]:
+    """Receipts, skips, digests, fallbacks and suppressions (dispatcher.dashboard.outcomes)."""
+    found = outcomes.outcomes()
+    receipts = GaugeMetricFamily("dispatcher_receipts", "Delivery receipts recorded, by messenger and event.",
+                                 labels=["messenger", "event"])
+    every = GaugeMetricFamily(
+        "dispatcher_outcomes",
+        "Outcomes beyond sent and failed: delivered, bounced, complained, skipped, digested, fell_back.",
+        labels=["messenger", "outcome"])
+    for alias, row in sorted(found.by_messenger.items()):
+        for outcome in outcomes.OUTCOMES:
+            every.add_metric([alias, outcome], row.get(outcome, 0))
+            if outcome in ("delivered", "bounced", "complained"):
+                receipts.add_metric([alias, outcome], row.get(outcome, 0))
+    yield receipts
+    yield every
+    yield GaugeMetricFamily("dispatcher_digest_items_waiting",
+                            "Notifications waiting in digest windows not closed yet.",
+                            value=found.digests_waiting)
+    suppressed = GaugeMetricFamily("dispatcher_suppressed_addresses",
+                                   "Addresses on the suppression list, by messenger kind.", labels=["kind"])
+    for kind, n in sorted(found.suppressed.items()):
+        suppressed.add_metric([kind], n)
+    yield suppressed

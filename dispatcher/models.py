@@ -12,6 +12,7 @@ from typing import ClassVar
 
 from django.conf import settings
 from django.db import models
+from django.db.models.fields.json import KeyTextTransform
 from django.utils import timezone
 
 
@@ -41,6 +42,8 @@ class Dispatch(models.Model):
         ERROR = "error"
         FAILED = "failed"
         CANCELLED = "cancelled"
+        #: Never sent, on purpose: a throttle key held it back (``Dispatch.result`` says which).
+        SKIPPED = "skipped"
 
     #: States a worker may claim from (once due).
     CLAIMABLE = (Status.PENDING, Status.ERROR)
@@ -92,6 +95,15 @@ class Dispatch(models.Model):
             models.Index(fields=["messenger", "status"], name="dispatch_messenger_idx"),
             # the admin's exact search by address
             models.Index(fields=["address"], name="dispatch_address_idx"),
+            # a provider's delivery receipt names the message by the id it gave
+            # (Postmark's MessageID, Twilio's SID), kept in ``result``
+            models.Index(KeyTextTransform("message_id", "result"), name="dispatch_result_message_id_idx",
+                         condition=models.Q(result__isnull=False)),
+            models.Index(KeyTextTransform("sid", "result"), name="dispatch_result_sid_idx",
+                         condition=models.Q(result__isnull=False)),
+            # skipped dispatches over time (dashboard chart); no other row is in it
+            models.Index(fields=["created"], name="dispatch_skipped_idx",
+                         condition=models.Q(status="skipped")),
         ]
 
     def __str__(self) -> str:
@@ -113,6 +125,191 @@ class DispatchError(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.attempt}: {self.error_class}"
+
+
+class Suppression(models.Model):
+    """An address no dispatch goes to: a dispatch to it is FAILED at once,
+    with reason "suppressed", and never reaches its messenger.
+
+    Per messenger kind (``"email"`` covers every e-mail messenger, smtp and
+    postmark alike; other messengers are their own kind), put there by a hard
+    bounce or a complaint (delivery receipts), a one-click unsubscribe from a
+    type that asks for it, or by hand. ``message_type`` empty: every type;
+    else only that type. See :mod:`dispatcher.suppression`.
+    """
+
+    class Reason(models.TextChoices):
+        BOUNCE = "bounce"
+        COMPLAINT = "complaint"
+        UNSUBSCRIBE = "unsubscribe"
+        MANUAL = "manual"
+
+    kind = models.CharField(max_length=50)
+    address = models.CharField(max_length=500)
+    message_type = models.CharField(max_length=100, blank=True, default="")
+    reason = models.CharField(max_length=20, choices=Reason.choices, default=Reason.MANUAL)
+    detail = models.TextField(blank=True, default="")
+    #: The dispatch whose bounce, complaint or unsubscribe put the address here.
+    dispatch = models.ForeignKey(Dispatch, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "address", "message_type"], name="suppression_unique"),
+        ]
+
+    def __str__(self) -> str:
+        scope = f" ({self.message_type})" if self.message_type else ""
+        return f"{self.kind}:{self.address}{scope}: {self.reason}"
+
+
+class DeliveryReceipt(models.Model):
+    """What a provider reported about a dispatch after accepting it: delivered,
+    bounced or complained (see :mod:`dispatcher.receipts`). One of each event
+    per dispatch: a provider's retried webhook records nothing twice."""
+
+    class Event(models.TextChoices):
+        DELIVERED = "delivered"
+        BOUNCED = "bounced"
+        COMPLAINED = "complained"
+
+    dispatch = models.ForeignKey(Dispatch, on_delete=models.CASCADE, related_name="receipts")
+    event = models.CharField(max_length=20, choices=Event.choices)
+    #: Who reported it: "postmark", "twilio", "dsn" (a bounce mail).
+    provider = models.CharField(max_length=30)
+    #: When it happened, by the provider's clock.
+    occurred_at = models.DateTimeField()
+    reason = models.TextField(blank=True, default="")
+    #: A hard bounce (the address will not work again) or a complaint.
+    permanent = models.BooleanField(default=False)
+    payload = models.JSONField(default=dict, blank=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [models.UniqueConstraint(fields=["dispatch", "event"], name="receipt_once_per_event")]
+        indexes = [models.Index(fields=["created", "event"], name="receipt_created_idx")]
+
+    def __str__(self) -> str:
+        return f"dispatch {self.dispatch_id} {self.event} ({self.provider})"
+
+
+class FallbackHop(models.Model):
+    """A dispatch's place in its recipient's chain of channels (telegram, then
+    smtp...): when the dispatch FAILS, the next hop is scheduled once, in the
+    same transaction (see :mod:`dispatcher.fallback`)."""
+
+    dispatch = models.OneToOneField(Dispatch, on_delete=models.CASCADE, related_name="fallback",
+                                    primary_key=True)
+    #: Every hop, in order: {"messenger", "address", and "skipped" with the reason
+    #: for a hop that could not be used (no address, the type cannot go there)}.
+    chain = models.JSONField(default=list)
+    #: This dispatch's hop in ``chain``.
+    position = models.PositiveSmallIntegerField(default=0)
+    previous = models.ForeignKey(Dispatch, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    #: The dispatch of the next hop, once this one failed.
+    next = models.ForeignKey(Dispatch, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    fell_back_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["fell_back_at"], name="fallback_fell_back_idx",
+                                condition=models.Q(fell_back_at__isnull=False))]
+
+    def __str__(self) -> str:
+        hops = " -> ".join(str(h.get("messenger")) for h in self.chain)
+        return f"dispatch {self.dispatch_id}: hop {self.position + 1} of {hops}"
+
+
+class ChannelPreference(models.Model):
+    """A user's preferred order of channels (``["telegram", "smtp"]``), for
+    one message type or (``message_type`` empty) for every type: what
+    ``fallback_chain(user)`` follows."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    message_type = models.CharField(max_length=100, blank=True, default="")
+    channels = models.JSONField(default=list)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "message_type"], name="channel_preference_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user}: {' -> '.join(self.channels)} ({self.message_type or 'every type'})"
+
+
+class ThrottleMark(models.Model):
+    """Until when a throttle key holds back further messages to one address
+    (see :mod:`dispatcher.throttle`)."""
+
+    key = models.CharField(max_length=200)
+    messenger = models.CharField(max_length=50)
+    address = models.CharField(max_length=500)
+    until = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["key", "messenger", "address"], name="throttle_unique"),
+        ]
+        indexes = [models.Index(fields=["until"], name="throttle_until_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.key} {self.messenger}:{self.address} until {self.until}"
+
+
+class DigestWindow(models.Model):
+    """The notifications of one digest type to one address while a window is
+    open; closed (into one Message and Dispatch) by the digest sweep once
+    ``closes_at`` has passed (see :mod:`dispatcher.digests`)."""
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        CLOSED = "closed"
+
+    message_type = models.CharField(max_length=100)
+    messenger = models.CharField(max_length=50)
+    address = models.CharField(max_length=500)
+    recipient = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                  on_delete=models.SET_NULL, related_name="+")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    opened_at = models.DateTimeField(default=timezone.now)
+    closes_at = models.DateTimeField()
+    item_count = models.PositiveIntegerField(default=0)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    #: The digest, once the window closed.
+    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    dispatch = models.ForeignKey(Dispatch, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            # One open window per type and address, whoever writes at the same time.
+            models.UniqueConstraint(fields=["message_type", "messenger", "address"],
+                                    condition=models.Q(status="open"), name="digest_one_open_window"),
+        ]
+        indexes = [
+            models.Index(fields=["closes_at"], name="digest_due_idx", condition=models.Q(status="open")),
+        ]
+
+    def __str__(self) -> str:
+        return (f"{self.message_type} to {self.messenger}:{self.address} "
+                f"({self.status}, {self.item_count} items)")
+
+
+class DigestItem(models.Model):
+    """One notification collected into a digest window."""
+
+    window = models.ForeignKey(DigestWindow, on_delete=models.CASCADE, related_name="items")
+    context = models.JSONField(default=dict)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["created"], name="digest_item_created_idx")]
+
+    def __str__(self) -> str:
+        return f"item {self.pk} of window {self.window_id}"
 
 
 class Subscription(models.Model):

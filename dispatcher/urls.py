@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from . import views
+from . import suppression_views, views
 
 app_name = "dispatcher"
 
@@ -11,6 +11,9 @@ urlpatterns = [
     path("unsubscribe/<str:token>/one-click/", views.unsubscribe_one_click, name="unsubscribe-one-click"),
     path("read/<str:token>.gif", views.read_pixel, name="read-pixel"),
     path("preferences/", views.preferences, name="preferences"),
+    path("receipts/", include("dispatcher.receipts.urls")),
+    path("suppressions/", suppression_views.suppressions, name="suppressions"),
+    path("suppressions/remove/", suppression_views.remove, name="suppressions-remove"),
 ]
 
 

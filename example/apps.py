@@ -14,11 +14,11 @@ class ExampleConfig(AppConfig):
         from dispatcher.model_events import watch_model
 
         from . import receivers  # noqa: F401  (connects the signal receivers)
-        from .messages import NewsletterMessage, WelcomeMessage
+        from .messages import CommentNotice, NewsletterMessage, WelcomeMessage
         from .messengers import MyMessenger
         from .models import Profile
         from .watching import may_watch_profile
 
-        register_message_types(WelcomeMessage, NewsletterMessage)
+        register_message_types(WelcomeMessage, NewsletterMessage, CommentNotice)
         register_messenger_objects(MyMessenger())
         watch_model(Profile, fields=["full_name", "location"], permission=may_watch_profile)

@@ -1,3 +1,5 @@
+from datetime import timedelta
+
 from dispatcher.messages import MessageBase
 
 
@@ -16,3 +18,11 @@ class NewsletterMessage(MessageBase):
     alias = 'newsletter'
     title = 'Newsletter'                  # no template: the context's 'text' is the body
     requires = 'email'
+
+
+class CommentNotice(MessageBase):
+    alias = 'comment'
+    title = 'New comments'
+    requires = 'email'
+    digest = timedelta(minutes=30)        # collected for half an hour, then one mail
+    digest_template = 'example/comment_digest.txt'   # gets {{ items }} and {{ count }}

@@ -5,6 +5,6 @@ Importing the package registers every task: the repository's app includes
 site's ``app.autodiscover_tasks()`` imports. Hence relative imports only.
 """
 
-from . import delivery, events, sweeps
+from . import beyond, delivery, events, sweeps
 
-__all__ = ["delivery", "events", "sweeps"]
+__all__ = ["beyond", "delivery", "events", "sweeps"]

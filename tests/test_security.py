@@ -218,6 +218,17 @@ ROUTES: dict[str, Route] = {
     "home": Route("any"),
     "login": Route("html"),
     "logout": Route("any"),
+    # Providers' webhooks: authorised by basic auth, a path token or Twilio's signature, not a session.
+    "dispatcher:receipts-postmark": Route("text", csrf_exempt=True),
+    "dispatcher:receipts-postmark-token": Route(
+        "text", lambda w: {"token": "not-the-token"},
+        lambda w: [{"token": t} for t in ("\x00", "a" * 3000, "%2e%2e")], csrf_exempt=True),
+    "dispatcher:receipts-twilio": Route("text", csrf_exempt=True),
+    # Staff's JSON for the suppression list (anonymous: the login page).
+    "dispatcher:suppressions": Route("any", staff_sees_all=True, extra_paths=lambda w: [
+        "/dispatcher/suppressions/?address=%00", "/dispatcher/suppressions/?address=" + "a" * 3000,
+        "/dispatcher/suppressions/?address=x%40example.org&kind=%ff"]),
+    "dispatcher:suppressions-remove": Route("any", staff_sees_all=True),
 }
 
 #: The admin is Django's: every URL it mounts is walked, with fewer bodies and methods.

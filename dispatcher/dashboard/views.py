@@ -20,7 +20,7 @@ from django.views.decorators.http import require_POST, require_safe
 
 from ..api import retry_now
 from ..models import Dispatch
-from . import stats
+from . import outcomes, stats
 from .broker import queue_depths
 from .workers import unserved
 
@@ -50,6 +50,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     failures_messenger = request.GET.get("messenger") or None
     limit = _int(request.GET.get("limit"), FAILURES_LIMIT, 1, FAILURES_MAX)
     throughput = stats.sent_per_minute(CHART_MINUTES, now)
+    beyond = outcomes.outcomes()
 
     rows = []
     for alias in messengers:
@@ -87,6 +88,13 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "failures_limit": limit,
         "can_retry": request.user.has_perm("dispatcher.change_dispatch"),
         "flow": stats.flow(stats.known_messengers()),
+        # Receipts, skips, digests, fallbacks (dispatcher.dashboard.outcomes).
+        "outcomes": beyond,
+        "outcomes_names": [o.replace("_", " ") for o in outcomes.OUTCOMES],
+        "outcomes_rows": [(alias, [row.get(o, 0) for o in outcomes.OUTCOMES])
+                          for alias, row in sorted(beyond.by_messenger.items())],
+        "outcomes_totals": [beyond.totals[o] for o in outcomes.OUTCOMES],
+        "outcomes_chart": outcomes.per_minute(CHART_MINUTES, now).as_chart_data(),
     }
     return render(request, "dispatcher/dashboard/index.html", context)
 

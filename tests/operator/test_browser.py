@@ -88,7 +88,12 @@ def test_staff_dashboard_chart_and_retry(driver, live_server, users, clean_broke
     # The counts table and queue depths are there.
     flaky = driver.find_element(By.CSS_SELECTOR, 'tr[data-messenger="flaky"]')
     cells = [c.text for c in flaky.find_elements(By.CSS_SELECTOR, "td")]
-    assert cells[:7] == ["0", "0", "3", "1", "1", "0", "5"]
+    assert cells[:8] == ["0", "0", "3", "1", "1", "0", "0", "5"]  # ..., cancelled, skipped, total
+    # The second chart (receipts, skips, digests, fallbacks) is drawn too.
+    outcomes = driver.execute_script(
+        "return window.dispatcherDashboard.outcomes.data.datasets.map(d => [d.label, d.data.length])")
+    assert outcomes == [[name, 60] for name in ("delivered", "bounced", "complained", "skipped", "digested",
+                                                "fell back")]
     smtp = driver.find_element(By.CSS_SELECTOR, 'tr[data-messenger="smtp"]')
     assert smtp.find_element(By.CSS_SELECTOR, ".dd-due").text == "2"
     # schedule_messages published one deliver task (a batch) for the two due smtp

@@ -10,9 +10,17 @@ class TestAppConfig(AppConfig):
         # How an application registers its message types: in its ready().
         from dispatcher.api import register_message_types
 
-        from .message_types import HelloMessage, NewsletterMessage, SecurityAlertMessage
+        from .message_types import (
+            CommentDigestMessage,
+            HeldDigestMessage,
+            HelloMessage,
+            NewsletterMessage,
+            PromoMessage,
+            SecurityAlertMessage,
+        )
 
-        register_message_types(HelloMessage, NewsletterMessage, SecurityAlertMessage)
+        register_message_types(HelloMessage, NewsletterMessage, SecurityAlertMessage, PromoMessage,
+                               CommentDigestMessage, HeldDigestMessage)
 
         # What a Profile notification may show, and to whom (the settings only name the model).
         from dispatcher.model_events import watch_model

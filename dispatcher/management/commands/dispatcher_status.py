@@ -13,7 +13,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from dispatcher.dashboard import stats
+from dispatcher.dashboard import outcomes, stats
 from dispatcher.dashboard.broker import BrokerDepths, queue_depths
 from dispatcher.dashboard.workers import unserved
 
@@ -33,6 +33,7 @@ class Command(BaseCommand):
             counts = stats.counts_by_messenger_status()
             due = stats.due_by_messenger(now)
             oldest = stats.oldest_due_pending(now)
+            beyond = outcomes.outcomes()
         except Exception as exc:
             raise CommandError(f"could not read dispatch counts: {type(exc).__name__}: {exc}") from exc
         messengers = stats.known_messengers(counts)
@@ -57,11 +58,13 @@ class Command(BaseCommand):
                 "broker_error": broker.error if broker else None,
                 "unserved": {item.messenger: {"queue": item.queue, "due": item.due} for item in not_served},
                 "workers": None if workers is None else workers.workers,
+                "outcomes": beyond.as_dict(),
             }, indent=2))
         else:
             self._table(messengers, counts, due, broker)
             self._flow(list(flow.values()))
             self.stdout.write(f"oldest due pending: {stats.format_age(oldest)}")
+            self._outcomes(beyond)
         for item in not_served:
             self.stderr.write(f"warning: {item}")
         if workers is not None and workers.error:
@@ -117,6 +120,16 @@ class Command(BaseCommand):
             self.stdout.write(line(row))
         self.stdout.write("  ".join("-" * w for w in widths))
         self.stdout.write(line(rows[-1]))
+
+    def _outcomes(self, found: outcomes.Outcomes) -> None:
+        """Receipts, skips, digests, fallbacks, suppressions: one line each."""
+        totals = found.totals
+        self.stdout.write("receipts: " + ", ".join(f"{o} {totals[o]}" for o in ("delivered", "bounced",
+                                                                                 "complained")))
+        self.stdout.write(f"skipped (throttled): {totals['skipped']}; fell back: {totals['fell_back']}")
+        self.stdout.write(f"digested: {totals['digested']} ({found.digests_waiting} waiting in open windows)")
+        kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(found.suppressed.items())) or "none"
+        self.stdout.write(f"suppressed addresses: {kinds}")
 
 
 def _flow_json(row: stats.FlowRow | None) -> dict[str, Any] | None:
