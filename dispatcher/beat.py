@@ -16,6 +16,8 @@ PERIODIC_TASKS: dict[str, tuple[str, int]] = {
     "dispatcher: requeue due dispatches": ("dispatcher.requeue_due", 0),
     "dispatcher: reclaim expired leases": ("dispatcher.reclaim_expired_leases", 60),
     "dispatcher: clean up sent dispatches": ("dispatcher.cleanup_sent", 3600),
+    # PostgreSQL: months created ahead, retired by DROP (a no-op on SQLite)
+    "dispatcher: maintain partitions": ("dispatcher.maintain_partitions", 3600),
     "dispatcher: report undelivered dispatches": ("dispatcher.report_undelivered", 86400),
     "dispatcher: close due digests": ("dispatcher.close_digests", 0),
     "dispatcher: process bounce mails": ("dispatcher.process_bounces", 60),

@@ -42,11 +42,6 @@ DEFAULTS: dict[str, Any] = {
     "DISPATCHER_CLEANUP_DAYS": 30,
     "DISPATCHER_SWEEP_INTERVAL": 30,
     "DISPATCHER_LINK_MAX_AGE": 60 * 60 * 24 * 60,
-    #: Flow control (dispatcher/limiter.py, delivery.py); config/settings.py reads them from the environment.
-    "DISPATCHER_FLOW_HORIZON": 1.0,
-    "DISPATCHER_FLOW_BATCH_WAIT": 5.0,
-    "DISPATCHER_POSTPONE_COUNTDOWN_MAX": 60.0,
-    "DISPATCHER_PAUSE_DEFAULT": 5.0,
     #: Channels of ``fallback_chain(user)`` for a user with no order of their own.
     "DISPATCHER_FALLBACK_CHANNELS": [],
     #: Postmark's webhooks: {"username": ..., "password": ...} (HTTP basic auth in

@@ -74,6 +74,9 @@ class Dispatch(models.Model):
     class Meta:
         ordering = ["id"]
         verbose_name_plural = "dispatches"
+        # On PostgreSQL the table is partitioned by RANGE (id), one partition a
+        # month (dispatcher.partitions, migration 0006); every index below is
+        # created on the partitioned table, so each month has its own.
         # Partial indexes where a query needs only some states: a new PENDING
         # row then updates fewer indexes, which is most of a fan-out's cost.
         indexes = [
@@ -113,7 +116,13 @@ class Dispatch(models.Model):
 class DispatchError(models.Model):
     """One failed attempt of a dispatch."""
 
-    dispatch = models.ForeignKey(Dispatch, on_delete=models.CASCADE, related_name="errors")
+    #: No foreign-key constraint in the database: on PostgreSQL both tables are
+    #: partitioned by month (see :mod:`dispatcher.partitions`), an error row in
+    #: the partition of its dispatch, and a month is retired with DROP TABLE,
+    #: which a constraint would turn into a check of every row. Django still
+    #: deletes the errors of a dispatch it deletes (on_delete runs in Python).
+    dispatch = models.ForeignKey(Dispatch, on_delete=models.CASCADE, related_name="errors",
+                                 db_constraint=False)
     attempt = models.PositiveIntegerField()
     error_class = models.CharField(max_length=200)
     text = models.TextField()
@@ -150,7 +159,8 @@ class Suppression(models.Model):
     reason = models.CharField(max_length=20, choices=Reason.choices, default=Reason.MANUAL)
     detail = models.TextField(blank=True, default="")
     #: The dispatch whose bounce, complaint or unsubscribe put the address here.
-    dispatch = models.ForeignKey(Dispatch, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    dispatch = models.ForeignKey(Dispatch, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                 db_constraint=False)
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -174,7 +184,8 @@ class DeliveryReceipt(models.Model):
         BOUNCED = "bounced"
         COMPLAINED = "complained"
 
-    dispatch = models.ForeignKey(Dispatch, on_delete=models.CASCADE, related_name="receipts")
+    dispatch = models.ForeignKey(Dispatch, on_delete=models.CASCADE, related_name="receipts",
+                                 db_constraint=False)
     event = models.CharField(max_length=20, choices=Event.choices)
     #: Who reported it: "postmark", "twilio", "dsn" (a bounce mail).
     provider = models.CharField(max_length=30)
@@ -201,15 +212,17 @@ class FallbackHop(models.Model):
     same transaction (see :mod:`dispatcher.fallback`)."""
 
     dispatch = models.OneToOneField(Dispatch, on_delete=models.CASCADE, related_name="fallback",
-                                    primary_key=True)
+                                    primary_key=True, db_constraint=False)
     #: Every hop, in order: {"messenger", "address", and "skipped" with the reason
     #: for a hop that could not be used (no address, the type cannot go there)}.
     chain = models.JSONField(default=list)
     #: This dispatch's hop in ``chain``.
     position = models.PositiveSmallIntegerField(default=0)
-    previous = models.ForeignKey(Dispatch, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    previous = models.ForeignKey(Dispatch, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                 db_constraint=False)
     #: The dispatch of the next hop, once this one failed.
-    next = models.ForeignKey(Dispatch, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    next = models.ForeignKey(Dispatch, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                             db_constraint=False)
     fell_back_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -279,7 +292,8 @@ class DigestWindow(models.Model):
     closed_at = models.DateTimeField(null=True, blank=True)
     #: The digest, once the window closed.
     message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    dispatch = models.ForeignKey(Dispatch, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    dispatch = models.ForeignKey(Dispatch, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                 db_constraint=False)
 
     class Meta:
         ordering = ["-id"]

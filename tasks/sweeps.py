@@ -21,3 +21,8 @@ def cleanup_sent() -> int:
 @shared_task(name="dispatcher.report_undelivered", ignore_result=True)
 def report_undelivered() -> int:
     return sweeps.report_undelivered()
+
+
+@shared_task(name="dispatcher.maintain_partitions", ignore_result=True)
+def maintain_partitions() -> int:
+    return len(sweeps.maintain_partitions().dropped)

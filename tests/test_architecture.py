@@ -27,7 +27,8 @@ PACKAGES = ("dispatcher", "messengers", "tasks", "config")
 ENGINE = {
     "dispatcher.api", "dispatcher.bulk", "dispatcher.delivery", "dispatcher.exceptions",
     "dispatcher.links", "dispatcher.messages", "dispatcher.models", "dispatcher.publish",
-    "dispatcher.queues", "dispatcher.registry", "dispatcher.signals", "dispatcher.sweeps",
+    "dispatcher.partitions", "dispatcher.queues", "dispatcher.registry", "dispatcher.signals",
+    "dispatcher.sweeps",
 }
 BUILT_ON_THE_ENGINE = (
     "dispatcher.inbox", "dispatcher.feed", "dispatcher.subscriptions", "dispatcher.model_events",

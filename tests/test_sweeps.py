@@ -14,6 +14,7 @@ from django.test import override_settings
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
+from dispatcher import partitions
 from dispatcher.beat import PERIODIC_TASKS
 from dispatcher.models import Dispatch, DispatchError, Message
 from dispatcher.sweeps import cleanup_sent, reclaim_expired_leases, report_undelivered, requeue_due
@@ -63,6 +64,14 @@ def test_cleanup_sent_deletes_old_sent_rows_in_chunks():
     old = timezone.now() - dt.timedelta(days=40)
     Dispatch.objects.filter(pk__in=[d.pk for d in dispatches[:3]]).update(status="sent", dispatched_at=old)
     Dispatch.objects.filter(pk=dispatches[3].pk).update(status="sent", dispatched_at=timezone.now())
+    if partitions.is_partitioned():
+        # PostgreSQL: this month's partition is dropped whole once the month is past
+        # retention, so cleanup_sent leaves its rows to that DROP. Where it does delete
+        # there (a month kept for an unfinished row, the default partition), in chunks:
+        # tests/test_partitions.py.
+        assert cleanup_sent(days=30, chunk=2) == 0
+        assert Dispatch.objects.count() == 5
+        return
     assert cleanup_sent(days=30, chunk=2) == 3
     assert Dispatch.objects.count() == 2
     assert Message.objects.count() == 1
