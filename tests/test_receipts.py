@@ -186,6 +186,23 @@ def test_postmark_calls_without_the_credentials_record_nothing(postmark_api):
     assert Client().get("/dispatcher/receipts/postmark/").status_code == 405
 
 
+@override_settings(DISPATCHER_POSTMARK_WEBHOOK=POSTMARK_HOOK)
+def test_receipts_are_shown_on_the_dispatch_and_filter_the_admins_list(postmark_api, admin_client):
+    """Recorded with time and reason on the dispatch: what an operator sees."""
+    delivered = send_now("postmark", "ann@example.org")
+    bounced = send_now("postmark", "gone@example.org")
+    post_postmark(documented.postmark(documented.POSTMARK_DELIVERY, delivered.result["message_id"],
+                                      delivered.address))
+    post_postmark(documented.postmark(documented.POSTMARK_BOUNCE, bounced.result["message_id"],
+                                      bounced.address))
+    page = admin_client.get(f"/admin/dispatcher/dispatch/{bounced.pk}/change/").content.decode()
+    assert "The server was unable to deliver your message" in page and "postmark" in page
+    assert "Nov. 5, 2019" in page  # Postmark's BouncedAt, not the time we heard of it
+    listed = admin_client.get("/admin/dispatcher/dispatch/?receipt=bounced").content.decode()
+    assert f"/admin/dispatcher/dispatch/{bounced.pk}/change/" in listed
+    assert f"/admin/dispatcher/dispatch/{delivered.pk}/change/" not in listed
+
+
 def test_postmark_webhooks_are_refused_until_configured(postmark_api):
     dispatch = send_now("postmark", "ann@example.org")
     payload = documented.postmark(documented.POSTMARK_DELIVERY, dispatch.result["message_id"],
