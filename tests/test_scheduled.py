@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -151,3 +152,56 @@ def test_a_running_batch_gives_way_to_an_urgent_message_and_loses_nothing(worker
         assert "gave way to more urgent dispatches" in worker.output()
     finally:
         sink.stop()
+
+
+RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+SCHEDULE_BACKLOG_THEN_URGENT = """
+import config.celery, django
+django.setup()
+from django.test import override_settings
+from dispatcher.api import recipients, schedule_messages
+from dispatcher.messages import PlainTextMessage
+with override_settings(DISPATCHER_FANOUT_TASKS=200, DISPATCHER_MIN_BATCH_SIZE=10):
+    schedule_messages("backlog", recipients("smtp", [f"low{i}@example.org" for i in range(2000)]))
+    urgent = PlainTextMessage("urgent")
+    urgent.priority = 9
+    schedule_messages(urgent, recipients("smtp", "urgent@example.org"))
+"""
+
+
+def _drop_rabbitmq_queue(name: str) -> None:
+    from kombu import Connection
+
+    try:
+        with Connection(RABBITMQ_URL, connect_timeout=5) as conn:
+            conn.default_channel.queue_delete(name)
+    except Exception as exc:  # the queue is not there: nothing to drop
+        if "NOT_FOUND" not in str(exc) and "404" not in str(exc):
+            raise
+
+
+@pytest.mark.e2e
+@pytest.mark.rabbitmq
+@pytest.mark.django_db(transaction=True)
+def test_on_rabbitmq_a_high_priority_message_overtakes_a_backlog(workers):
+    """The same promise on RabbitMQ: queues declared with x-max-priority, the
+    urgent task published last is served among the first. A process of its own
+    publishes (its settings declare the queues as a RabbitMQ site's do)."""
+    queue = "dispatch.smtp"
+    _drop_rabbitmq_queue(queue)  # declared before with other arguments, it would refuse ours
+    sink = SMTPServer(SlowSink())
+    try:
+        env = worker_env(sink.port, CELERY_BROKER_URL=RABBITMQ_URL)
+        subprocess.run([sys.executable, "-c", SCHEDULE_BACKLOG_THEN_URGENT], cwd=BASE, env=env, check=True,
+                       timeout=120)
+        assert Dispatch.objects.count() == 2001
+        workers("prio-amqp", smtp_port=sink.port, concurrency=1, CELERY_BROKER_URL=RABBITMQ_URL)
+        wait_for(lambda: any(m["To"] == "urgent@example.org" for m in sink.messages), 120, 0.05,
+                 "the urgent mail")
+        order = [m["To"] for m in sink.messages]
+        # Published last, behind 200 tasks of the backlog, it is taken among the first.
+        assert order.index("urgent@example.org") < 100
+    finally:
+        sink.stop()
+        _drop_rabbitmq_queue(queue)
