@@ -35,7 +35,7 @@ test-services:
 	$(PY) pytest
 
 test-embedded:
-	DISPATCHER_TEST_PROFILE=embedded $(PY) pytest -m "not redis_broker and not postgresql and not partitioning"
+	DISPATCHER_TEST_PROFILE=embedded $(PY) pytest -m "not redis_broker and not postgresql and not partitioning and not rabbitmq"
 
 # ONLY: some benchmarks (make bench ONLY=digest,throttle); QUICK=1: small sizes, a smoke test.
 # (make itself would take `make bench --only x` as an option of its own and refuse it.)
