@@ -96,6 +96,18 @@ def test_write_read_reply_thread_archive_trash_undelete(driver, live_server, use
     assert (original.recipient_archived, original.recipient_deleted_at) == (True, None)
     assert (original.sender_archived, original.sender_deleted_at) == (False, None)  # ann's side untouched
 
+    # Writing again, ann is offered bob as she types (the people she writes
+    # with, from the JSON API), and nobody she never wrote with: not cat.
+    log_in(driver, live_server, "ann", "/messages/write/")
+    find(driver, "#id_recipients").send_keys("b")
+
+    def offered(d) -> list[str]:
+        return [o.get_attribute("value") for o in finds(d, "#inbox-recipients-list option")]
+
+    wait(driver, lambda d: offered(d) == ["bob"])
+    find(driver, "#id_recipients").send_keys("ob, c")
+    wait(driver, lambda d: offered(d) == [])
+
 
 def test_moderation_as_the_sender_sees_it(driver, live_server, users, settings):
     settings.DISPATCHER_INBOX_AUTO_MODERATORS = [
