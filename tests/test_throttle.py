@@ -81,6 +81,42 @@ def test_on_postgresql_the_key_costs_no_statement_of_its_own():
     assert {d.message_id for d in ds} == {message.pk}
 
 
+@pytest.mark.django_db(transaction=True)
+def test_racing_retries_of_one_idempotent_throttled_call_make_one_message():
+    """Four threads repeat one call (same idempotency key, same throttle key)
+    at once: the losers' INSERT of the message fails on the key, taking their
+    mark with it (one statement on PostgreSQL), and they return the winner's
+    rows: one message, one dispatch sent, nothing skipped."""
+    import threading
+
+    from django.db import connection
+
+    barrier = threading.Barrier(4)
+    results: list = []
+    errors: list = []
+
+    def call():
+        try:
+            barrier.wait()
+            results.append(schedule_messages(
+                HelloMessage({"subject": "x"}), recipients("smtp", "ops@example.org"),
+                idempotency_key="retry-1", throttle_key="k", throttle=HOURS3))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert Message.objects.filter(idempotency_key="retry-1").count() == 1
+    assert list(Dispatch.objects.values_list("status", flat=True)) == ["pending"]
+    assert len({r[0][0].pk for r in results}) == 1 and ThrottleMark.objects.count() == 1
+
+
 def test_once_the_period_is_over_the_next_one_goes():
     report("Error 1", "admin@example.org")
     ThrottleMark.objects.update(until=timezone.now() - timedelta(seconds=1))  # three hours later
