@@ -324,8 +324,6 @@ def dispatch_states(root: Path, env: dict[str, str]) -> dict:
 
 
 @pytest.mark.e2e
-# Every block of every page against one stack: minutes, more on a loaded machine.
-@pytest.mark.timeout(1500)
 def test_the_docs_run_top_to_bottom_against_make_run(capsys):
     root = scratch_root(settings.VAR_DIR / "docs")
     smtp_port = free_port()
