@@ -242,6 +242,23 @@ def _count_sql(vendor: str, dispatches: str = DISPATCH, errors: str = ERROR) -> 
             f"FROM {errors} e LEFT JOIN {dispatches} d ON d.id = e.dispatch_id GROUP BY 2, 3, 4")
 
 
+def real_counts(using: str | None = None) -> dict[Key, int]:
+    """Count both tables for real, per (kind, messenger, status, day): a
+    scan of each, what :func:`reconcile` compares with."""
+    conn = connections[using or DEFAULT_DB_ALIAS]
+    with conn.cursor() as cursor:
+        cursor.execute(_count_sql(conn.vendor))
+        return {(k, m, s, _day(d)): int(n) for k, m, s, d, n in cursor.fetchall()}
+
+
+def counted(using: str | None = None) -> dict[Key, int]:
+    """What the counters say, per (kind, messenger, status, day), zeros left out."""
+    conn = connections[using or DEFAULT_DB_ALIAS]
+    with conn.cursor() as cursor:
+        cursor.execute(f"SELECT kind, messenger, status, day, sum(n) FROM {TABLE} GROUP BY 1, 2, 3, 4")
+        return {(k, m, s, _day(d)): int(n) for k, m, s, d, n in cursor.fetchall() if n}
+
+
 def _insert_deltas(cursor: Any, deltas: dict[Key, int]) -> None:
     rows = [(*key, n) for key, n in sorted(deltas.items(), key=lambda item: tuple(map(str, item[0]))) if n]
     if rows:
@@ -294,12 +311,9 @@ def reconcile(using: str | None = None) -> Reconciliation:
             corrections = {(k, m, s, _day(d)): int(n) for k, m, s, d, n in cursor.fetchall()}
         else:
             # SQLite: the atomic block holds the write lock from its start (IMMEDIATE).
-            cursor.execute(_count_sql(conn.vendor))
-            actual = {(k, m, s, _day(d)): int(n) for k, m, s, d, n in cursor.fetchall()}
-            cursor.execute(f"SELECT kind, messenger, status, day, sum(n) FROM {TABLE} GROUP BY 1, 2, 3, 4")
-            counted = {(k, m, s, _day(d)): int(n) for k, m, s, d, n in cursor.fetchall()}
-            corrections = {key: n for key in actual.keys() | counted.keys()
-                           if (n := actual.get(key, 0) - counted.get(key, 0))}
+            actual, kept = real_counts(conn.alias), counted(conn.alias)
+            corrections = {key: n for key in actual.keys() | kept.keys()
+                           if (n := actual.get(key, 0) - kept.get(key, 0))}
             _insert_deltas(cursor, corrections)
     if corrections:
         shown = sorted(corrections.items(), key=lambda item: tuple(map(str, item[0])))[:20]

@@ -8,12 +8,15 @@ multiprocess mode only shares them between processes of one host (through
 exporter. The database already holds every fact (status, ``dispatched_at``,
 the Message's ``created``, each failed attempt), written by all workers on all
 hosts, so one scrape of any web process sees the whole system. Each scrape runs
-a fixed number of aggregate queries, independent of the number of rows.
+a fixed number of queries, none of which reads the history: counts come from
+the counter table, the rest through indexes of live rows or of the last hour.
 
 Exposed:
 
 ``dispatcher_dispatches{messenger,status}``
-    Dispatch rows per messenger and status (gauge; one GROUP BY).
+    Dispatch rows per messenger and status (gauge), from the counters the
+    database keeps as rows change (:mod:`dispatcher.counters`): exact, and no
+    scan of the table.
 ``dispatcher_dispatches_due{messenger}``
     Pending and erroring rows due now: the database's backlog.
 ``dispatcher_queue_depth{messenger,queue}``
@@ -24,8 +27,8 @@ Exposed:
     How long the longest-waiting due PENDING dispatch has been due.
 ``dispatcher_dispatch_errors{messenger,permanent}``
     Failed attempts recorded (DispatchError rows), i.e. retries (``permanent="false"``)
-    and final failures (``permanent="true"``). A gauge: the cleanup sweep deletes
-    the rows of old SENT dispatches.
+    and final failures (``permanent="true"``), from the counters too. A gauge: the
+    cleanup sweep deletes the rows of old SENT dispatches.
 ``dispatcher_limited{messenger}``
     1 while flow control holds the messenger back: paused, circuit not
     closed, its rate saturated (the next send would wait) or its daily quota used up.
