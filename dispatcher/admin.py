@@ -150,11 +150,11 @@ _NOT_FILTERS = {PAGE_VAR, ORDER_VAR, "_popup", "_to_field", "e"}
 def _counted(request: HttpRequest) -> int | None:
     """The count of the changelist from the counters when its only filters are
     status and messenger (exact); None when something else filters it."""
-    filters = {k: request.GET[k] for k in request.GET if k not in _NOT_FILTERS}
-    if not set(filters) <= {"status__exact", "messenger__exact"}:
+    filters = {k.removesuffix("__exact"): request.GET[k] for k in request.GET if k not in _NOT_FILTERS}
+    if len(filters) != len(set(request.GET) - _NOT_FILTERS) or not set(filters) <= {"status", "messenger"}:
         return None
     by_messenger = counters.totals()
-    status, messenger = filters.get("status__exact"), filters.get("messenger__exact")
+    status, messenger = filters.get("status"), filters.get("messenger")
     return sum(
         n for alias, by_status in by_messenger.items() if messenger is None or alias == messenger
         for s, n in by_status.items() if status is None or s == status
