@@ -52,8 +52,8 @@ def _ids(status: str, messenger: str = "flaky") -> list[int]:
 @pytest.mark.django_db
 def test_counters_follow_every_state_change_of_the_engine():
     assert_counters_exact()
-    [(_, dispatches)] = schedule_messages("hello", recipients("flaky", [f"{w}/{i}" for i, w in
-                                                                        enumerate(["ok", "temp", "perm"] * 10)]))
+    scripted = [f"{w}/{i}" for i, w in enumerate(["ok", "temp", "perm"] * 10)]
+    [(_, dispatches)] = schedule_messages("hello", recipients("flaky", scripted))
     assert counters.totals() == {"flaky": {"pending": 30}}
     fanout = schedule_messages("to many", recipient_stream("smtp", (f"u{i}@example.org" for i in range(2500)),
                                                            chunk_size=1000))
@@ -157,8 +157,8 @@ def test_compaction_folds_the_deltas_and_keeps_every_count():
     for i in range(6):
         [(_, dispatches)] = schedule_messages(f"m{i}", recipients("flaky", [f"ok/{i}", f"temp/{i}"]))
         deliver_batch("flaky", [d.pk for d in dispatches])
-    DispatchCounter.objects.create(kind="dispatch", messenger="gone", status="sent", day=timezone.now().date(),
-                                   n=0)
+    DispatchCounter.objects.create(kind="dispatch", messenger="gone", status="sent",
+                                   day=timezone.now().date(), n=0)
     before = counters.counted()
     compact_counters()
     assert counters.counted() == before
@@ -195,8 +195,8 @@ def test_the_admin_list_counts_from_the_counters_or_caps_its_count(staff):
     # The messenger filter's choices come without a DISTINCT over the dispatches.
     with CaptureQueriesContext(connection) as queries:
         page = staff.get(reverse("admin:dispatcher_dispatch_changelist")).content.decode()
-    assert not [q for q in queries.captured_queries if "DISTINCT" in q["sql"] and "dispatcher_dispatch" in q["sql"]
-                and "dispatcher_dispatch\".\"messenger" in q["sql"]]
+    assert not [q for q in queries.captured_queries
+                if "DISTINCT" in q["sql"] and 'DISTINCT "dispatcher_dispatch"."messenger"' in q["sql"]]
     assert "?messenger=smtp" in page and "?messenger=flaky" in page
 
 
