@@ -124,7 +124,7 @@ class DispatcherCollector(Collector):
                 dispatches.add_metric([alias, status], by_status.get(status, 0))
         yield dispatches
 
-        due = stats.due_by_messenger()
+        due, oldest = stats.backlog()
         due_metric = GaugeMetricFamily(
             "dispatcher_dispatches_due", "Pending and erroring dispatches due now.", labels=["messenger"]
         )
@@ -145,7 +145,6 @@ class DispatcherCollector(Collector):
             depth.add_metric([alias, dispatch_queue(alias)], n)
         yield depth
 
-        oldest = stats.oldest_due_pending()
         yield GaugeMetricFamily(
             "dispatcher_oldest_due_pending_seconds",
             "Seconds the longest-waiting due pending dispatch has been due (0: none).",

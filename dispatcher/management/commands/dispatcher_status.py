@@ -31,8 +31,7 @@ class Command(BaseCommand):
         now = timezone.now()
         try:
             counts = stats.counts_by_messenger_status()
-            due = stats.due_by_messenger(now)
-            oldest = stats.oldest_due_pending(now)
+            due, oldest = stats.backlog(now)
             beyond = outcomes.outcomes()
         except Exception as exc:
             raise CommandError(f"could not read dispatch counts: {type(exc).__name__}: {exc}") from exc
