@@ -221,6 +221,74 @@ def readers(runs: int = 20) -> dict[str, Any]:
     return found
 
 
+class _Rollback(Exception):
+    pass
+
+
+def overhead(reps: int = 200) -> dict[str, Any]:
+    """What the counter triggers add to the hot path: a batch of 100 (claim,
+    read back, five outcome writes of 20, as bench/history.py measures it) and
+    a fan-out of 1,000 (COPY), each in a transaction rolled back, with the
+    triggers on and off (``ALTER TABLE ... DISABLE TRIGGER`` inside the
+    transaction, not timed), in turns so load from elsewhere falls on both."""
+    import random
+    import uuid
+
+    from django.db import transaction
+    from django.utils import timezone
+
+    from dispatcher.bulk import create_dispatches
+    from dispatcher.delivery import claim
+    from dispatcher.models import Dispatch, Message
+
+    held = list(Dispatch.objects.filter(status="pending", messenger="smtp", address__startswith="live")
+                .order_by("id").values_list("pk", flat=True))
+    batches = [held[i:i + 100] for i in range(0, len(held) - 99, 100)]
+    message = Message.objects.order_by("-id").first()
+    targets = [("smtp", f"over{i}@example.org", None) for i in range(1000)]
+    triggers = [(t, f"{t}_count_{e}") for t in ("dispatcher_dispatch", "dispatcher_dispatcherror")
+                for e in ("insert", "update", "delete")]
+
+    def batch() -> None:
+        ids, token, now = random.choice(batches), uuid.uuid4(), timezone.now()
+        claim("smtp", ids, token)
+        rows = list(Dispatch.objects.filter(claim_token=token, status=Dispatch.Status.PROCESSING)
+                    .select_related("recipient").order_by("message_id", "id"))
+        owned = Dispatch.objects.filter(claim_token=token, status=Dispatch.Status.PROCESSING)
+        for i in range(0, len(rows), 20):
+            owned.filter(pk__in=[d.pk for d in rows[i:i + 20]]).update(
+                status=Dispatch.Status.SENT, dispatched_at=now, lease_expires_at=None, claim_token=None)
+
+    def fan_out() -> None:
+        now = timezone.now()
+        create_dispatches(message, targets, now, now, now)
+
+    def timed(work: Callable[[], None], on: bool) -> float:
+        try:
+            with transaction.atomic():
+                if not on:
+                    for table, name in triggers:
+                        _sql(f"ALTER TABLE {table} DISABLE TRIGGER {name}")
+                started = time.perf_counter()
+                work()
+                spent = time.perf_counter() - started
+                raise _Rollback
+        except _Rollback:
+            return spent * 1000
+
+    found: dict[str, Any] = {}
+    for label, work in (("batch of 100 (claim, read back, 5 outcome writes)", batch),
+                        ("fan-out of 1,000 (COPY)", fan_out)):
+        times: dict[bool, list[float]] = {True: [], False: []}
+        for _ in range(reps):
+            for on in random.sample([True, False], 2):
+                times[on].append(timed(work, on))
+        on_ms, off_ms = statistics.median(times[True]), statistics.median(times[False])
+        found[label] = {"triggers_on_ms": round(on_ms, 2), "triggers_off_ms": round(off_ms, 2),
+                        "added_percent": round(100 * (on_ms - off_ms) / off_ms, 1)}
+    return found
+
+
 def fanout(n: int) -> dict[str, Any]:
     """One streamed fan-out to ``n`` addresses in a child process: time and peak RSS."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
@@ -260,6 +328,10 @@ def main(sizes: list[int], fanouts: list[int]) -> dict[str, Any]:
         print(f"scale: filling {size:,} rows ...", file=sys.stderr, flush=True)
         results["sizes"][size] = {**grow(size), **readers()}
         print(f"  {json.dumps(results['sizes'][size])}", file=sys.stderr, flush=True)
+    if sizes:
+        print("scale: what the triggers add to the hot path ...", file=sys.stderr, flush=True)
+        results["trigger_overhead"] = overhead()
+        print(f"  {json.dumps(results['trigger_overhead'])}", file=sys.stderr, flush=True)
     for n in fanouts:
         print(f"scale: fan-out to {n:,} ...", file=sys.stderr, flush=True)
         results["fanout"][n] = fanout(n)
