@@ -178,7 +178,7 @@ class DispatcherCollector(Collector):
                 gsum_value=hist.sum_seconds,
             )
         yield latency
-        yield from outcome_metrics()
+        yield from outcome_metrics(counts)
 
 
 def _flow_metrics(messengers: list[str]) -> Iterator[Metric]:
@@ -265,9 +265,9 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     return response
 
 
-def outcome_metrics() -> Iterator[Metric]:
+def outcome_metrics(counts: dict[str, dict[str, int]] | None = None) -> Iterator[Metric]:
     """Receipts, skips, digests, fallbacks and suppressions (dispatcher.dashboard.outcomes)."""
-    found = outcomes.outcomes()
+    found = outcomes.outcomes(counts)
     receipts = GaugeMetricFamily("dispatcher_receipts", "Delivery receipts recorded, by messenger and event.",
                                  labels=["messenger", "event"])
     every = GaugeMetricFamily(

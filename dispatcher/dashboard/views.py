@@ -50,7 +50,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     failures_messenger = request.GET.get("messenger") or None
     limit = _int(request.GET.get("limit"), FAILURES_LIMIT, 1, FAILURES_MAX)
     throughput = stats.sent_per_minute(CHART_MINUTES, now)
-    beyond = outcomes.outcomes()
+    beyond = outcomes.outcomes(counts)
 
     rows = []
     for alias in messengers:

@@ -32,7 +32,7 @@ class Command(BaseCommand):
         try:
             counts = stats.counts_by_messenger_status()
             due, oldest = stats.backlog(now)
-            beyond = outcomes.outcomes()
+            beyond = outcomes.outcomes(counts)
         except Exception as exc:
             raise CommandError(f"could not read dispatch counts: {type(exc).__name__}: {exc}") from exc
         messengers = stats.known_messengers(counts)
