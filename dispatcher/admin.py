@@ -5,7 +5,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.admin.filters import AllValuesFieldListFilter, FieldListFilter
 from django.contrib.admin.utils import get_last_value_from_parameters
-from django.contrib.admin.views.main import ORDER_VAR, PAGE_VAR
+from django.contrib.admin.views.main import ORDER_VAR, PAGE_VAR, ChangeList
 from django.contrib.contenttypes.models import ContentType
 from django.core.paginator import Paginator
 from django.db.models import Field, QuerySet
@@ -149,7 +149,14 @@ _NOT_FILTERS = {PAGE_VAR, ORDER_VAR, "_popup", "_to_field", "e"}
 
 def _counted(request: HttpRequest) -> int | None:
     """The count of the changelist from the counters when its only filters are
-    status and messenger (exact); None when something else filters it."""
+    status and messenger (exact); None when something else filters it. Read
+    once per request (the paginator and the list both ask)."""
+    if not hasattr(request, "_dispatcher_count"):
+        request._dispatcher_count = _count_from_counters(request)  # type: ignore[attr-defined]
+    return request._dispatcher_count  # type: ignore[attr-defined]
+
+
+def _count_from_counters(request: HttpRequest) -> int | None:
     filters = {k.removesuffix("__exact"): request.GET[k] for k in request.GET if k not in _NOT_FILTERS}
     if len(filters) != len(set(request.GET) - _NOT_FILTERS) or not set(filters) <= {"status", "messenger"}:
         return None
@@ -159,6 +166,16 @@ def _counted(request: HttpRequest) -> int | None:
         n for alias, by_status in by_messenger.items() if messenger is None or alias == messenger
         for s, n in by_status.items() if status is None or s == status
     )
+
+
+class CountedChangeList(ChangeList):
+    """When the counters say a filter matches nothing (failed dispatches of a
+    messenger that never fails, say), the list asks the database nothing: that
+    query would read one filter's whole index looking for the other."""
+
+    def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet:
+        queryset = super().get_queryset(request, exclude_parameters)
+        return queryset.none() if _counted(request) == 0 else queryset
 
 
 @admin.register(Dispatch)
@@ -191,6 +208,9 @@ class DispatchAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return CountedChangeList
 
     def get_paginator(self, request: HttpRequest, queryset: QuerySet, per_page: int, orphans: int = 0,
                       allow_empty_first_page: bool = True) -> CountedPaginator:
