@@ -67,12 +67,20 @@ def totals(kind: str = DispatchCounter.Kind.DISPATCH, using: str | None = None) 
     """``{messenger: {status: count}}`` of one kind, zeros left out: one
     GROUP BY over the counter table (a few thousand rows, not the history).
     For errors the "status" is ``"temporary"`` or ``"permanent"``."""
-    rows = (DispatchCounter.objects.using(using or DEFAULT_DB_ALIAS).filter(kind=kind).order_by()
-            .values_list("messenger", "status").annotate(total=Sum("n")))
-    result: dict[str, dict[str, int]] = {}
-    for messenger, status, total in rows:
+    return every_total(using, kind).get(kind, {})
+
+
+def every_total(using: str | None = None, kind: str | None = None) -> dict[str, dict[str, dict[str, int]]]:
+    """``{kind: {messenger: {status: count}}}``: both kinds in one query (a
+    scrape needs both), or only ``kind``."""
+    rows = DispatchCounter.objects.using(using or DEFAULT_DB_ALIAS).order_by()
+    if kind is not None:
+        rows = rows.filter(kind=kind)
+    result: dict[str, dict[str, dict[str, int]]] = {}
+    for row_kind, messenger, status, total in rows.values_list("kind", "messenger", "status").annotate(
+            total=Sum("n")):
         if total:
-            result.setdefault(messenger, {})[status] = int(total)
+            result.setdefault(row_kind, {}).setdefault(messenger, {})[status] = int(total)
     return result
 
 

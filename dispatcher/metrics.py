@@ -82,8 +82,10 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from . import counters
 from .dashboard import outcomes, stats
 from .dashboard.broker import queue_depths
+from .models import DispatchCounter
 from .publish import dispatch_queue
 
 DEFAULT_LATENCY_WINDOW = 3600
@@ -112,7 +114,8 @@ class DispatcherCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        counts = stats.counts_by_messenger_status()
+        kept = counters.every_total()  # dispatches and failed attempts: one query
+        counts = kept.get(DispatchCounter.Kind.DISPATCH, {})
         messengers = stats.known_messengers(counts)
 
         dispatches = GaugeMetricFamily(
@@ -156,7 +159,7 @@ class DispatcherCollector(Collector):
             "Failed attempts recorded, by messenger; permanent=false are retries.",
             labels=["messenger", "permanent"],
         )
-        by_messenger = stats.errors_by_messenger()
+        by_messenger = stats.errors_by_messenger(kept.get(DispatchCounter.Kind.ERROR, {}))
         for alias in sorted(set(messengers) | set(by_messenger)):
             recorded = by_messenger.get(alias, {})
             for permanent in (False, True):

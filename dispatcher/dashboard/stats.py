@@ -164,16 +164,19 @@ def recent_failures(limit: int = 25, messenger: str | None = None,
     )
 
 
-def errors_by_messenger() -> dict[str, dict[bool, int]]:
+def errors_by_messenger(by_status: dict[str, dict[str, int]] | None = None) -> dict[str, dict[bool, int]]:
     """Failed attempts recorded (DispatchError rows) per messenger and permanence, from the counters.
 
     Rows go away with their dispatch when the cleanup sweep deletes old
     SENT dispatches, or their month is dropped, so this is a count of what
-    the table holds, not a counter since the beginning of time.
+    the table holds, not a counter since the beginning of time. ``by_status``:
+    the error counters when the caller read them already.
     """
+    if by_status is None:
+        by_status = counters.totals(DispatchCounter.Kind.ERROR)
     return {
-        messenger: {status == "permanent": n for status, n in by_status.items()}
-        for messenger, by_status in counters.totals(DispatchCounter.Kind.ERROR).items()
+        messenger: {status == "permanent": n for status, n in statuses.items()}
+        for messenger, statuses in by_status.items()
     }
 
 
