@@ -659,7 +659,7 @@ def main() -> int:
     parser.add_argument("--only", default=",".join(BENCHES), help="comma-separated: " + ", ".join(BENCHES))
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument("--scale", action="store_true",
-                        help="only the scale benchmark (bench/scale.py): 1M and 10M rows, about half an hour")
+                        help="only the scale benchmark (bench/scale.py): 1M and 10M rows, about ten minutes")
     args = parser.parse_args()
     if args.scale or args.only == "scale":
         return run_scale(args.quick)
