@@ -47,6 +47,8 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Sum
+from django.db.models.signals import post_migrate
+from django.dispatch import receiver
 
 from .models import DispatchCounter
 
@@ -232,6 +234,43 @@ def uninstall(conn: BaseDatabaseWrapper) -> None:
         elif conn.vendor == "sqlite":
             for name in _SQLITE_TRIGGER_NAMES:
                 cursor.execute(f"DROP TRIGGER IF EXISTS {name}")
+
+
+def installed(conn: BaseDatabaseWrapper) -> bool | None:
+    """Whether every counter trigger is there; None where there are none to have
+    (another database, or the tables not created yet)."""
+    with conn.cursor() as cursor:
+        tables = set(conn.introspection.table_names(cursor))
+        if not {TABLE, DISPATCH, ERROR} <= tables:
+            return None
+        if conn.vendor == "postgresql":
+            cursor.execute("SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal AND tgname = ANY(%s)",
+                           [[f"{table}_count_{event}" for table, _, event, _ in _PG_TRIGGERS]])
+            return bool(cursor.fetchone()[0] == len(_PG_TRIGGERS))
+        if conn.vendor == "sqlite":
+            marks = ", ".join(["%s"] * len(_SQLITE_TRIGGER_NAMES))
+            cursor.execute(f"SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name IN ({marks})",
+                           _SQLITE_TRIGGER_NAMES)
+            return bool(cursor.fetchone()[0] == len(_SQLITE_TRIGGER_NAMES))
+        return None
+
+
+@receiver(post_migrate)
+def _ensure_installed(sender: Any, app_config: Any = None, using: str = DEFAULT_DB_ALIAS,
+                      **kwargs: Any) -> None:
+    """After ``migrate``: triggers missing while their tables exist are put
+    back, and the counters reconciled. Migration 0009 installs them; this is
+    for tables made without migrations (pytest-django's ``--nomigrations``
+    creates them from the models) or triggers dropped by hand."""
+    if app_config is None or app_config.label != "dispatcher":
+        return
+    conn = connections[using]
+    if installed(conn) is False:
+        logger.warning("counter triggers missing on %s: installing them and reconciling the counts", using)
+        with transaction.atomic(using=using):
+            uninstall(conn)
+            install(conn)
+        reconcile(using)
 
 
 # -- the real count ----------------------------------------------------------------------------------

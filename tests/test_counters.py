@@ -153,6 +153,23 @@ def test_reconciliation_fixes_a_broken_counter_and_every_reader_shows_the_counte
 
 
 @pytest.mark.django_db
+def test_migrate_puts_back_missing_triggers_and_reconciles():
+    """Tables made without migrations (pytest-django's --nomigrations) or
+    triggers dropped by hand: the next ``migrate`` installs them again."""
+    schedule_messages("hello", recipients("flaky", ["ok/1", "ok/2"]))
+    assert counters.installed(connection) is True
+    counters.uninstall(connection)
+    assert counters.installed(connection) is False
+    schedule_messages("unseen", recipients("flaky", ["ok/3"]))  # not counted: no trigger
+    assert counters.totals() == {"flaky": {"pending": 2}}
+    call_command("migrate", verbosity=0)
+    assert counters.installed(connection) is True
+    assert counters.totals() == {"flaky": {"pending": 3}}
+    schedule_messages("seen", recipients("flaky", ["ok/4"]))
+    assert_counters_exact()
+
+
+@pytest.mark.django_db
 def test_compaction_folds_the_deltas_and_keeps_every_count():
     for i in range(6):
         [(_, dispatches)] = schedule_messages(f"m{i}", recipients("flaky", [f"ok/{i}", f"temp/{i}"]))
