@@ -35,7 +35,7 @@ test-services:
 	$(PY) pytest
 
 test-embedded:
-	DISPATCHER_TEST_PROFILE=embedded $(PY) pytest -m "not redis_broker and not postgresql and not partitioning"
+	DISPATCHER_TEST_PROFILE=embedded $(PY) pytest -m "not redis_broker and not postgresql and not partitioning and not rabbitmq"
 
 bench: install
 	$(PY) python -m bench

@@ -43,8 +43,9 @@ from typing import Any
 
 from django.apps import apps as django_apps
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import SET_NULL
 from django.utils import timezone
 
 from . import counters
@@ -343,7 +344,7 @@ def _release_references(conn: BaseDatabaseWrapper, part: Partition) -> None:
             if part.hi is not None:
                 in_month[f"{fk.attname}__lt"] = part.hi
             rows = model._default_manager.using(conn.alias).filter(**in_month)
-            if fk.remote_field.on_delete is models.SET_NULL:
+            if fk.remote_field.on_delete is SET_NULL:
                 rows.update(**{fk.name: None})
             else:
                 rows.delete()
