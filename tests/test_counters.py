@@ -152,6 +152,21 @@ def test_reconciliation_fixes_a_broken_counter_and_every_reader_shows_the_counte
         "pending": 0, "processing": 0, "sent": 1, "error": 1, "failed": 1, "cancelled": 0, "skipped": 0}
 
 
+@pytest.mark.partitioning  # PostgreSQL only: SQLite has no TRUNCATE
+@pytest.mark.django_db
+def test_truncate_empties_the_counts_of_its_table():
+    [(_, dispatches)] = schedule_messages("hello", recipients("flaky", ["temp/1", "ok/2"]))
+    deliver_batch("flaky", [d.pk for d in dispatches])
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the test's transaction holds deferred FK checks
+        cursor.execute("TRUNCATE dispatcher_dispatch")
+    assert counters.totals() == {} and counters.totals("error") == {"flaky": {"temporary": 1}}
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE dispatcher_dispatcherror")
+    assert counters.totals("error") == {}
+    assert_counters_exact()
+
+
 @pytest.mark.django_db
 def test_migrate_puts_back_missing_triggers_and_reconciles():
     """Tables made without migrations (pytest-django's --nomigrations) or
