@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import CharField, Count, Value
+from django.db.models import Count
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
@@ -52,8 +52,7 @@ class Outcomes:
 
 
 def outcomes(dispatch_counts: dict[str, dict[str, int]] | None = None) -> Outcomes:
-    """Every outcome per messenger: one query (and one more for the counters
-    when the caller has not read them). Skipped dispatches
+    """Every outcome per messenger: five GROUP BY queries. Skipped dispatches
     come from the counters; receipts, digest items, fallbacks and suppressions
     are counted in their own tables, all time (their cost grows with those
     tables, not with the dispatches). ``dispatch_counts``: the counters'
@@ -64,36 +63,24 @@ def outcomes(dispatch_counts: dict[str, dict[str, int]] | None = None) -> Outcom
         row = result.by_messenger.setdefault(alias, {})
         row[outcome] = row.get(outcome, 0) + n
 
+    for alias, event, n in (DeliveryReceipt.objects.order_by().values_list("dispatch__messenger", "event")
+                            .annotate(n=Count("id"))):
+        add(alias, event, n)
     # Skipped is a dispatch status: the counters have it, exact, without reading the rows.
     if dispatch_counts is None:
         dispatch_counts = counters.totals(DispatchCounter.Kind.DISPATCH)
     for alias, by_status in dispatch_counts.items():
         if by_status.get(Dispatch.Status.SKIPPED):
             add(alias, "skipped", by_status[Dispatch.Status.SKIPPED])
-    # The four other tables in one round trip (a UNION ALL of their GROUP BYs):
-    # (source, messenger or kind, event or window status, count).
-    text = CharField()
-    receipts = (DeliveryReceipt.objects.order_by().annotate(source=Value("receipt", text))
-                .values_list("source", "dispatch__messenger", "event").annotate(n=Count("id")))
-    digested = (DigestItem.objects.order_by().annotate(source=Value("digest", text))
-                .values_list("source", "window__messenger", "window__status").annotate(n=Count("id")))
-    fell_back = (FallbackHop.objects.order_by().filter(fell_back_at__isnull=False)
-                 .annotate(source=Value("fallback", text), none=Value("", text))
-                 .values_list("source", "dispatch__messenger", "none").annotate(n=Count("pk")))
-    suppressed = (Suppression.objects.order_by()
-                  .annotate(source=Value("suppression", text), none=Value("", text))
-                  .values_list("source", "kind", "none").annotate(n=Count("id")))
-    for source, alias, detail, n in receipts.union(digested, fell_back, suppressed, all=True):
-        if source == "receipt":
-            add(alias, detail, n)
-        elif source == "digest":
-            add(alias, "digested", n)
-            if detail == "open":
-                result.digests_waiting += n
-        elif source == "fallback":
-            add(alias, "fell_back", n)
-        else:
-            result.suppressed[alias] = result.suppressed.get(alias, 0) + n
+    for alias, status, n in (DigestItem.objects.order_by().values_list("window__messenger", "window__status")
+                             .annotate(n=Count("id"))):
+        add(alias, "digested", n)
+        if status == "open":
+            result.digests_waiting += n
+    for alias, n in (FallbackHop.objects.order_by().filter(fell_back_at__isnull=False)
+                     .values_list("dispatch__messenger").annotate(n=Count("pk"))):
+        add(alias, "fell_back", n)
+    result.suppressed = dict(Suppression.objects.order_by().values_list("kind").annotate(n=Count("id")))
     return result
 
 
