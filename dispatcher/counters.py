@@ -258,19 +258,35 @@ def installed(conn: BaseDatabaseWrapper) -> bool | None:
 @receiver(post_migrate)
 def _ensure_installed(sender: Any, app_config: Any = None, using: str = DEFAULT_DB_ALIAS,
                       **kwargs: Any) -> None:
-    """After ``migrate``: triggers missing while their tables exist are put
-    back, and the counters reconciled. Migration 0009 installs them; this is
-    for tables made without migrations (pytest-django's ``--nomigrations``
-    creates them from the models) or triggers dropped by hand."""
+    """After ``migrate`` (and ``flush``, which sends the same signal):
+
+    - triggers missing while their tables exist are put back, and the counters
+      reconciled. Migration 0009 installs them; this is for tables made without
+      migrations (pytest-django's ``--nomigrations`` creates them from the
+      models) or triggers dropped by hand;
+    - counter rows left while both tables are empty are deleted. ``flush`` on
+      SQLite empties table after table with DELETE: when it empties the counter
+      table before the dispatches, their DELETE triggers leave negative counts
+      behind (a TransactionTestCase's teardown did this to the next test).
+      Checking costs two single-row reads, not a count.
+    """
     if app_config is None or app_config.label != "dispatcher":
         return
     conn = connections[using]
-    if installed(conn) is False:
+    state = installed(conn)
+    if state is False:
         logger.warning("counter triggers missing on %s: installing them and reconciling the counts", using)
         with transaction.atomic(using=using):
             uninstall(conn)
             install(conn)
         reconcile(using)
+    elif state is True:
+        with conn.cursor() as cursor:
+            cursor.execute(f"SELECT (SELECT 1 FROM {DISPATCH} LIMIT 1), (SELECT 1 FROM {ERROR} LIMIT 1), "
+                           f"(SELECT 1 FROM {TABLE} LIMIT 1)")
+            any_dispatch, any_error, any_count = cursor.fetchone()
+            if any_count and not any_dispatch and not any_error:
+                cursor.execute(f"DELETE FROM {TABLE}")
 
 
 # -- the real count ----------------------------------------------------------------------------------
