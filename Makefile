@@ -4,7 +4,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PY := $(UV) run --frozen
 
-.PHONY: install run test test-services test-embedded lint bench migrate clean
+.PHONY: install run test test-services test-embedded lint bench bench-scale migrate clean
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -43,6 +43,10 @@ ONLY ?=
 QUICK ?=
 bench: install
 	$(PY) python -m bench $(if $(ONLY),--only $(ONLY)) $(if $(QUICK),--quick)
+
+# 1M and 10M dispatch rows: the readers (dashboard, metrics, status, admin) and a 1M fan-out
+bench-scale: install
+	$(PY) python -m bench --scale
 
 clean:
 	rm -rf var .venv

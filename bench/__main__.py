@@ -658,7 +658,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--only", default=",".join(BENCHES), help="comma-separated: " + ", ".join(BENCHES))
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
+    parser.add_argument("--scale", action="store_true",
+                        help="only the scale benchmark (bench/scale.py): 1M and 10M rows, about ten minutes")
     args = parser.parse_args()
+    if args.scale or args.only == "scale":
+        return run_scale(args.quick)
     # Every benchmark writes its logs and sink files here; a fresh clone has no var/ yet.
     (settings.VAR_DIR / "bench" / "logs").mkdir(parents=True, exist_ok=True)
     call_command("migrate", verbosity=0)
@@ -684,6 +688,22 @@ def main() -> int:
     for name, result in results.items():
         figures = ", ".join(f"{k}={v}" for k, v in result.items() if k not in {"target", "ok"})
         print(f"{name:<12} {figures:<90} {'yes' if result['ok'] else 'NO'}")
+    print(f"\nwritten to {out}")
+    return 0
+
+
+def run_scale(quick: bool) -> int:
+    """``--scale``: the readers at 1M and 10M rows and a fan-out of 1M (100k, 10k and 100k with --quick)."""
+    from bench import scale
+
+    (settings.VAR_DIR / "bench" / "logs").mkdir(parents=True, exist_ok=True)
+    call_command("migrate", verbosity=0)
+    sizes, fanouts = ([10_000, 100_000], [100_000]) if quick else ([1_000_000, 10_000_000], [1_000_000])
+    report = scale.main(sizes, fanouts)
+    out = settings.VAR_DIR / "bench" / "scale.json"
+    out.write_text(json.dumps({"date": timezone.now().isoformat(timespec="seconds"), "quick": quick,
+                               **report}, indent=2))
+    print(json.dumps(report, indent=2))
     print(f"\nwritten to {out}")
     return 0
 

@@ -26,7 +26,13 @@ class DispatcherConfig(AppConfig):
         # Messengers from settings.DISPATCHER_MESSENGERS and the built-in
         # message types. Apps register their own in their AppConfig.ready().
         registry.load_from_settings()
-        from . import beat, model_events, sqlite, suppression  # noqa: F401  (connect their signal receivers)
+        from . import (  # noqa: F401  (connect their signal receivers)
+            beat,
+            counters,
+            model_events,
+            sqlite,
+            suppression,
+        )
 
         model_events.load_from_settings()
 

@@ -18,6 +18,9 @@ PERIODIC_TASKS: dict[str, tuple[str, int]] = {
     "dispatcher: clean up sent dispatches": ("dispatcher.cleanup_sent", 3600),
     # PostgreSQL: months created ahead, retired by DROP (a no-op on SQLite)
     "dispatcher: maintain partitions": ("dispatcher.maintain_partitions", 3600),
+    # counts by messenger and status (dispatcher.counters): fold deltas often, check daily
+    "dispatcher: compact counters": ("dispatcher.compact_counters", 10),
+    "dispatcher: reconcile counters": ("dispatcher.reconcile_counters", 86400),
     "dispatcher: report undelivered dispatches": ("dispatcher.report_undelivered", 86400),
     "dispatcher: close due digests": ("dispatcher.close_digests", 0),
     "dispatcher: process bounce mails": ("dispatcher.process_bounces", 60),

@@ -8,12 +8,15 @@ multiprocess mode only shares them between processes of one host (through
 exporter. The database already holds every fact (status, ``dispatched_at``,
 the Message's ``created``, each failed attempt), written by all workers on all
 hosts, so one scrape of any web process sees the whole system. Each scrape runs
-a fixed number of aggregate queries, independent of the number of rows.
+a fixed number of queries, none of which reads the history: counts come from
+the counter table, the rest through indexes of live rows or of the last hour.
 
 Exposed:
 
 ``dispatcher_dispatches{messenger,status}``
-    Dispatch rows per messenger and status (gauge; one GROUP BY).
+    Dispatch rows per messenger and status (gauge), from the counters the
+    database keeps as rows change (:mod:`dispatcher.counters`): exact, and no
+    scan of the table.
 ``dispatcher_dispatches_due{messenger}``
     Pending and erroring rows due now: the database's backlog.
 ``dispatcher_queue_depth{messenger,queue}``
@@ -24,8 +27,8 @@ Exposed:
     How long the longest-waiting due PENDING dispatch has been due.
 ``dispatcher_dispatch_errors{messenger,permanent}``
     Failed attempts recorded (DispatchError rows), i.e. retries (``permanent="false"``)
-    and final failures (``permanent="true"``). A gauge: the cleanup sweep deletes
-    the rows of old SENT dispatches.
+    and final failures (``permanent="true"``), from the counters too. A gauge: the
+    cleanup sweep deletes the rows of old SENT dispatches.
 ``dispatcher_limited{messenger}``
     1 while flow control holds the messenger back: paused, circuit not
     closed, its rate saturated (the next send would wait) or its daily quota used up.
@@ -79,8 +82,10 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from . import counters
 from .dashboard import outcomes, stats
 from .dashboard.broker import queue_depths
+from .models import DispatchCounter
 from .publish import dispatch_queue
 
 DEFAULT_LATENCY_WINDOW = 3600
@@ -109,7 +114,8 @@ class DispatcherCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        counts = stats.counts_by_messenger_status()
+        kept = counters.every_total()  # dispatches and failed attempts: one query
+        counts = kept.get(DispatchCounter.Kind.DISPATCH, {})
         messengers = stats.known_messengers(counts)
 
         dispatches = GaugeMetricFamily(
@@ -121,7 +127,7 @@ class DispatcherCollector(Collector):
                 dispatches.add_metric([alias, status], by_status.get(status, 0))
         yield dispatches
 
-        due = stats.due_by_messenger()
+        due, oldest = stats.backlog()
         due_metric = GaugeMetricFamily(
             "dispatcher_dispatches_due", "Pending and erroring dispatches due now.", labels=["messenger"]
         )
@@ -142,7 +148,6 @@ class DispatcherCollector(Collector):
             depth.add_metric([alias, dispatch_queue(alias)], n)
         yield depth
 
-        oldest = stats.oldest_due_pending()
         yield GaugeMetricFamily(
             "dispatcher_oldest_due_pending_seconds",
             "Seconds the longest-waiting due pending dispatch has been due (0: none).",
@@ -154,7 +159,7 @@ class DispatcherCollector(Collector):
             "Failed attempts recorded, by messenger; permanent=false are retries.",
             labels=["messenger", "permanent"],
         )
-        by_messenger = stats.errors_by_messenger()
+        by_messenger = stats.errors_by_messenger(kept.get(DispatchCounter.Kind.ERROR, {}))
         for alias in sorted(set(messengers) | set(by_messenger)):
             recorded = by_messenger.get(alias, {})
             for permanent in (False, True):
@@ -176,7 +181,7 @@ class DispatcherCollector(Collector):
                 gsum_value=hist.sum_seconds,
             )
         yield latency
-        yield from outcome_metrics()
+        yield from outcome_metrics(counts)
 
 
 def _flow_metrics(messengers: list[str]) -> Iterator[Metric]:
@@ -263,9 +268,9 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     return response
 
 
-def outcome_metrics() -> Iterator[Metric]:
+def outcome_metrics(counts: dict[str, dict[str, int]] | None = None) -> Iterator[Metric]:
     """Receipts, skips, digests, fallbacks and suppressions (dispatcher.dashboard.outcomes)."""
-    found = outcomes.outcomes()
+    found = outcomes.outcomes(counts)
     receipts = GaugeMetricFamily("dispatcher_receipts", "Delivery receipts recorded, by messenger and event.",
                                  labels=["messenger", "event"])
     every = GaugeMetricFamily(

@@ -94,8 +94,14 @@ class Dispatch(models.Model):
             # the rows a worker won
             models.Index(fields=["claim_token"], name="dispatch_claim_idx",
                          condition=models.Q(claim_token__isnull=False)),
-            # counts by messenger and status (admin filters, dashboard)
-            models.Index(fields=["messenger", "status"], name="dispatch_messenger_idx"),
+            # The admin's list filtered by status or by messenger, newest first:
+            # each filter reads its own index backwards and stops after a page.
+            # (Counts come from DispatchCounter, not from an index.)
+            models.Index(fields=["status", "id"], name="dispatch_status_id_idx"),
+            models.Index(fields=["messenger", "id"], name="dispatch_messenger_id_idx"),
+            # the dashboard's latest failures: a few rows among millions sent
+            models.Index(fields=["id"], name="dispatch_failures_idx",
+                         condition=models.Q(status__in=["failed", "error"])),
             # the admin's exact search by address
             models.Index(fields=["address"], name="dispatch_address_idx"),
             # a provider's delivery receipt names the message by the id it gave
@@ -431,3 +437,38 @@ class FlowCounter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key}={self.value}"
+
+
+class DispatchCounter(models.Model):
+    """How many dispatches (and failed attempts) there are per messenger, status
+    and day, so the dashboard, the metrics, ``dispatcher_status`` and the admin
+    never count the history row by row (see :mod:`dispatcher.counters`).
+
+    Written by database triggers on ``dispatcher_dispatch`` and
+    ``dispatcher_dispatcherror``, in the transaction of the change itself,
+    whoever makes it (the engine, the admin, a site's own queryset update, a
+    shell). A key may have several rows, each a delta: concurrent transactions
+    append rather than update one hot row, so they never wait on each other or
+    deadlock; a count is the ``SUM(n)`` of its rows, and
+    :func:`dispatcher.counters.compact` folds them together from time to time.
+    """
+
+    class Kind(models.TextChoices):
+        #: Dispatch rows; ``status`` is the dispatch's status.
+        DISPATCH = "dispatch"
+        #: DispatchError rows (failed attempts); ``status`` is "temporary" or "permanent".
+        ERROR = "error"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    messenger = models.CharField(max_length=50)
+    status = models.CharField(max_length=20)
+    #: The UTC day the dispatch (or the error row) was created.
+    day = models.DateField()
+    n = models.BigIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["kind", "messenger", "status", "day"],
+                                name="dispatch_counter_key_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.messenger}/{self.status} {self.day}: {self.n:+d}"

@@ -48,6 +48,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import SET_NULL
 from django.utils import timezone
 
+from . import counters
 from .models import Dispatch, DispatchError
 
 logger = logging.getLogger("dispatcher.partitions")
@@ -359,6 +360,13 @@ def _drop(conn: BaseDatabaseWrapper, part: Partition, report: Report) -> None:
             with transaction.atomic(using=conn.alias), conn.cursor() as cursor:
                 q = _quote(cursor)
                 cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+                cursor.execute("SELECT to_regclass(%s)", [error_name])
+                has_errors = cursor.fetchone()[0] is not None
+                # A DROP fires no trigger: take the month out of the counters here, in
+                # the DROP's transaction. Counted before the locks, so the hot path does
+                # not queue behind the count; its final rows no longer change (a retry
+                # makes one unfinished, and the month is held below).
+                counters.partition_deltas(cursor, q(part.name), q(error_name) if has_errors else None)
                 cursor.execute(f"LOCK TABLE ONLY {q(DISPATCH)} IN ACCESS EXCLUSIVE MODE")
                 cursor.execute(f"LOCK TABLE ONLY {q(ERROR)} IN ACCESS EXCLUSIVE MODE")
                 # A failed dispatch retried from the dashboard since the count above is
@@ -366,8 +374,7 @@ def _drop(conn: BaseDatabaseWrapper, part: Partition, report: Report) -> None:
                 if _unfinished(cursor, part.name):
                     raise _Held()
                 _release_references(conn, part)
-                cursor.execute("SELECT to_regclass(%s)", [error_name])
-                if cursor.fetchone()[0] is not None:
+                if has_errors:
                     cursor.execute(f"DROP TABLE {q(error_name)}")
                 cursor.execute(f"DROP TABLE {q(part.name)}")
             report.dropped.append(part.name)

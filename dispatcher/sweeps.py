@@ -18,7 +18,7 @@ from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from . import partitions
+from . import counters, partitions
 from .delivery import backoff_delay
 from .exceptions import BrokerUnavailable
 from .models import Dispatch, DispatchError, Message
@@ -170,6 +170,20 @@ def maintain_partitions(days: int | None = None) -> partitions.Report:
     Raises :class:`dispatcher.partitions.PartitionMaintenanceError` when a
     step failed (after doing the others)."""
     return partitions.maintain(days=days)
+
+
+def compact_counters() -> int:
+    """Fold the counters' delta rows (see :mod:`dispatcher.counters`): reads
+    of the dashboard and the metrics then sum a few thousand rows at most.
+    Returns the rows removed."""
+    return counters.compact()
+
+
+def reconcile_counters() -> int:
+    """Compare the counters with a real count of the tables and correct them
+    (a full scan: daily). Returns how many keys were off, which should be 0:
+    anything else is logged as a warning with the keys and corrections."""
+    return len(counters.reconcile().corrections)
 
 
 def report_undelivered(hours: int = 24) -> int:

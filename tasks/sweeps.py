@@ -26,3 +26,13 @@ def report_undelivered() -> int:
 @shared_task(name="dispatcher.maintain_partitions", ignore_result=True)
 def maintain_partitions() -> int:
     return len(sweeps.maintain_partitions().dropped)
+
+
+@shared_task(name="dispatcher.compact_counters", ignore_result=True)
+def compact_counters() -> int:
+    return sweeps.compact_counters()
+
+
+@shared_task(name="dispatcher.reconcile_counters", ignore_result=True)
+def reconcile_counters() -> int:
+    return sweeps.reconcile_counters()

@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("dispatcher", "messengers", "tasks", "config")
 
 ENGINE = {
-    "dispatcher.api", "dispatcher.bulk", "dispatcher.delivery", "dispatcher.exceptions",
+    "dispatcher.api", "dispatcher.bulk", "dispatcher.counters", "dispatcher.delivery",
+    "dispatcher.exceptions",
     "dispatcher.links", "dispatcher.messages", "dispatcher.models", "dispatcher.publish",
     "dispatcher.partitions", "dispatcher.queues", "dispatcher.registry", "dispatcher.signals",
     "dispatcher.sweeps",

@@ -33,12 +33,15 @@ from dispatcher.bulk import create_dispatches
 from dispatcher.models import DeliveryReceipt, Dispatch, DispatchError, Message, Suppression
 from dispatcher.partitions import DISPATCH, ERROR, add_months, month_of, partition_name
 from dispatcher.sweeps import cleanup_sent, maintain_partitions
+from tests.counting import assert_counters_exact
 
 #: PostgreSQL only; deselected on the embedded profile (SQLite). The command's test runs on both.
 partitioning = pytest.mark.partitioning
 
 BEFORE = ("dispatcher", "0007_beyond")
 AFTER = ("dispatcher", "0008_partitioned_history")
+#: 0009: the counters, filled from the rows already there.
+LATEST = ("dispatcher", "0009_counters")
 STATES = ["sent", "sent", "sent", "failed", "cancelled", "error", "pending", "processing"]
 
 
@@ -212,6 +215,7 @@ def scratch(django_db_setup, django_db_blocker) -> Iterator[Scratch]:
                 _fill(state)
                 state.dispatches, state.errors = snapshot()
                 migrate(conn, AFTER)
+                migrate(conn, LATEST)
             yield state
         finally:
             conn.close()
@@ -323,6 +327,7 @@ def test_retention_drops_old_months_whole_and_keeps_one_with_unfinished_rows(on_
     unfinished = list(Dispatch.objects.filter(pk__in=s.by_month[oldest], status__in=partitions.UNFINISHED)
                       .values_list("pk", flat=True))
     assert len(unfinished) == 9  # pending, error, processing rows of that month
+    assert_counters_exact()  # filled by migration 0009 from the months of history
     Dispatch.objects.filter(pk__in=s.by_month[older], status__in=partitions.UNFINISHED).update(status="sent")
 
     # A month whose newest row is recent (the sweep was late to start the next month) waits.
@@ -359,6 +364,7 @@ def test_retention_drops_old_months_whole_and_keeps_one_with_unfinished_rows(on_
     assert not DispatchError.objects.filter(dispatch_id__in=s.by_month[older]).exists()
     assert Dispatch.objects.filter(pk__in=s.by_month[kept]).count() == 24
     assert Dispatch.objects.filter(pk__in=s.by_month[oldest]).count() == 24
+    assert_counters_exact()  # the DROP took its month out of the counters
 
     # cleanup_sent deletes old sent rows where no DROP will take them (the month kept,
     # the default partition), in chunks, and leaves the months to be dropped whole alone.
@@ -382,6 +388,7 @@ def test_retention_drops_old_months_whole_and_keeps_one_with_unfinished_rows(on_
                                                       lease_expires_at=None)
     assert partitions.maintain(days=days).dropped == [partition_name(DISPATCH, oldest)]
     assert not Dispatch.objects.filter(pk__in=s.by_month[oldest]).exists()
+    assert_counters_exact()  # through the cleanup's DELETEs and the second DROP
 
 
 @partitioning
@@ -419,3 +426,5 @@ def test_the_migration_reverses(on_scratch):
         assert cursor.fetchone()[0] == 1
     migrate(s.conn, AFTER)
     assert partitions.is_partitioned() and snapshot() == before
+    migrate(s.conn, LATEST)
+    assert_counters_exact()

@@ -1,9 +1,14 @@
-"""What operators look at, computed in SQL with a fixed number of bounded queries.
+"""What operators look at, with a fixed number of queries that do not scan the history.
 
 The dashboard, the Prometheus collector and ``manage.py dispatcher_status``
-all read from here, so they agree. Every function runs one aggregate query
-(GROUP BY or a LIMITed select): the number of queries and the rows returned
-do not grow with the number of dispatches.
+all read from here, so they agree. Counts by messenger and status, and the
+failed attempts by messenger, come from :mod:`dispatcher.counters` (exact,
+kept by the database as rows change): one GROUP BY over a small table. The
+rest is one aggregate or LIMITed query each, through an index that holds only
+the rows asked about: due and oldest due (claimable rows: the backlog), sent
+per minute and send latency (the last hour's sent rows), recent failures (the
+newest failed rows). The queries, and the rows each reads, grow with the
+backlog and the last hour's traffic, never with the history kept.
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Ou
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
-from .. import limiter
-from ..models import Dispatch, DispatchError
+from .. import counters, limiter
+from ..models import Dispatch, DispatchCounter, DispatchError
 from ..registry import get_registered_messenger_objects
 
 STATUSES: tuple[str, ...] = tuple(Dispatch.Status.values)
@@ -27,12 +32,10 @@ LATENCY_BUCKETS: tuple[float, ...] = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24
 
 
 def counts_by_messenger_status() -> dict[str, dict[str, int]]:
-    """``{messenger: {status: count}}`` for every messenger with rows (one GROUP BY)."""
-    result: dict[str, dict[str, int]] = {}
-    rows = Dispatch.objects.order_by().values_list("messenger", "status").annotate(n=Count("id"))
-    for messenger, status, n in rows:
-        result.setdefault(messenger, {})[status] = n
-    return result
+    """``{messenger: {status: count}}`` for every messenger with rows: the
+    counters (one GROUP BY over a few thousand rows), exact, not a count of
+    the dispatch table."""
+    return counters.totals(DispatchCounter.Kind.DISPATCH)
 
 
 def known_messengers(counts: dict[str, Any] | None = None) -> list[str]:
@@ -55,6 +58,26 @@ def due_by_messenger(now: datetime | None = None) -> dict[str, int]:
         .annotate(n=Count("id"))
     )
     return dict(rows)
+
+
+def backlog(now: datetime | None = None) -> tuple[dict[str, int], timedelta | None]:
+    """:func:`due_by_messenger` and :func:`oldest_due_pending` in one pass
+    over the claimable rows (the partial index of the backlog) instead of two:
+    what the dashboard, the metrics and ``dispatcher_status`` read."""
+    now = now or timezone.now()
+    rows = (
+        Dispatch.objects.order_by()
+        .filter(status__in=Dispatch.CLAIMABLE, next_attempt_at__lte=now)
+        .values_list("messenger")
+        .annotate(n=Count("id"), oldest=Min("next_attempt_at", filter=Q(status=Dispatch.Status.PENDING)))
+    )
+    due: dict[str, int] = {}
+    oldest: datetime | None = None
+    for messenger, n, first in rows:
+        due[messenger] = n
+        if first is not None and (oldest is None or first < oldest):
+            oldest = first
+    return due, None if oldest is None else max(timedelta(0), now - oldest)
 
 
 def oldest_due_pending(now: datetime | None = None) -> timedelta | None:
@@ -141,22 +164,20 @@ def recent_failures(limit: int = 25, messenger: str | None = None,
     )
 
 
-def errors_by_messenger() -> dict[str, dict[bool, int]]:
-    """Failed attempts recorded (DispatchError rows) per messenger and permanence (one GROUP BY).
+def errors_by_messenger(by_status: dict[str, dict[str, int]] | None = None) -> dict[str, dict[bool, int]]:
+    """Failed attempts recorded (DispatchError rows) per messenger and permanence, from the counters.
 
     Rows go away with their dispatch when the cleanup sweep deletes old
-    SENT dispatches, so this is a count of what the table holds, not a
-    counter since the beginning of time.
+    SENT dispatches, or their month is dropped, so this is a count of what
+    the table holds, not a counter since the beginning of time. ``by_status``:
+    the error counters when the caller read them already.
     """
-    result: dict[str, dict[bool, int]] = {}
-    rows = (
-        DispatchError.objects.order_by()
-        .values_list("dispatch__messenger", "permanent")
-        .annotate(n=Count("id"))
-    )
-    for messenger, permanent, n in rows:
-        result.setdefault(messenger, {})[bool(permanent)] = n
-    return result
+    if by_status is None:
+        by_status = counters.totals(DispatchCounter.Kind.ERROR)
+    return {
+        messenger: {status == "permanent": n for status, n in statuses.items()}
+        for messenger, statuses in by_status.items()
+    }
 
 
 @dataclass

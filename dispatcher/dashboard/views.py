@@ -45,12 +45,12 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     counts = stats.counts_by_messenger_status()
     messengers = stats.known_messengers(counts)
-    due = stats.due_by_messenger(now)
+    due, oldest = stats.backlog(now)
     broker = queue_depths(stats.known_messengers())
     failures_messenger = request.GET.get("messenger") or None
     limit = _int(request.GET.get("limit"), FAILURES_LIMIT, 1, FAILURES_MAX)
     throughput = stats.sent_per_minute(CHART_MINUTES, now)
-    beyond = outcomes.outcomes()
+    beyond = outcomes.outcomes(counts)
 
     rows = []
     for alias in messengers:
@@ -76,7 +76,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "grand_total": sum(totals),
         "due_total": sum(due.values()),
         "broker": broker,
-        "oldest_pending": stats.format_age(stats.oldest_due_pending(now)),
+        "oldest_pending": stats.format_age(oldest),
         "chart_minutes": CHART_MINUTES,
         "chart": throughput.as_chart_data(),
         "sent_last_hour": throughput.total,

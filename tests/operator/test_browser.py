@@ -29,9 +29,12 @@ def driver(browser) -> Iterator:
 
 
 def wait(driver, condition):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, WAIT).until(condition)
+    # An element found on the page being replaced (after a click that posts a
+    # form) goes stale under the condition: look again, as for one not there yet.
+    return WebDriverWait(driver, WAIT, ignored_exceptions=(StaleElementReferenceException,)).until(condition)
 
 
 def log_in(driver, live_server, username: str, next_path: str = "/dispatcher/ops/") -> None:

@@ -31,9 +31,8 @@ class Command(BaseCommand):
         now = timezone.now()
         try:
             counts = stats.counts_by_messenger_status()
-            due = stats.due_by_messenger(now)
-            oldest = stats.oldest_due_pending(now)
-            beyond = outcomes.outcomes()
+            due, oldest = stats.backlog(now)
+            beyond = outcomes.outcomes(counts)
         except Exception as exc:
             raise CommandError(f"could not read dispatch counts: {type(exc).__name__}: {exc}") from exc
         messengers = stats.known_messengers(counts)
