@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -188,18 +188,35 @@ def claim_returning(alias: str, ids: Sequence[int], token: Any, now: datetime,
     params = {"token": token, "processing": str(Dispatch.Status.PROCESSING), "lease": lease, "ids": list(ids),
               "alias": alias, "claimable": [str(s) for s in Dispatch.CLAIMABLE], "now": now}
     with connection.wrap_database_errors, _bound_cursor() as cursor:
-        cursor.execute(CLAIM_SQL, params)
+        # Binary results: psycopg's C loaders read the timestamps (Django's
+        # text loader for them is Python, and was most of the claim's CPU).
+        cursor.execute(CLAIM_SQL, params, binary=True)
         rows = cursor.fetchall()
     result = Dispatch._meta.get_field("result")
     position = DISPATCH_FIELDS.index("result")
+    stamps = [i for i, f in enumerate(Dispatch._meta.concrete_fields)
+              if f.get_internal_type() == "DateTimeField"]
     alias_db = connection.alias
     claimed = []
     for row in rows:
         values = list(row)
-        if values[position] is not None:  # jsonb comes as text from Django's connection
+        if isinstance(values[position], (str, bytes)):  # jsonb as text, as Django's connection reads it
             values[position] = result.from_db_value(values[position], None, connection)
-        claimed.append(Dispatch.from_db(alias_db, DISPATCH_FIELDS, values))
+        for i in stamps:  # the same tzinfo as Django's own reads: UTC as datetime.timezone.utc
+            if values[i] is not None:
+                values[i] = values[i].astimezone(UTC)
+        claimed.append(_loaded(alias_db, values))
     return claimed
+
+
+def _loaded(alias: str, values: list[Any]) -> Dispatch:
+    """A Dispatch as ``Model.from_db`` makes it from a full row, minus the per-row ``__init__``."""
+    dispatch = Dispatch.__new__(Dispatch)
+    state = ModelState.__new__(ModelState)
+    state.__dict__.update(adding=False, db=alias, fields_cache={})
+    dispatch.__dict__.update(zip(DISPATCH_FIELDS, values, strict=True))
+    dispatch._state = state
+    return dispatch
 
 
 #: One outcome to write: id, status, next_attempt_at (errors), result, keep the stored result.
