@@ -269,7 +269,8 @@ class SMTPMessenger(MessengerBase):
         those lines and the body the batch already wrote for its message
         (the same bytes but for a multipart's boundary, which a batch reuses)."""
         rendered = dispatch.rendered
-        if self.bodies is None or getattr(rendered, "attachments", ()):
+        attachments: Sequence[Any] = getattr(rendered, "attachments", ())
+        if self.bodies is None or attachments:
             return self.build_email(dispatch).as_bytes()
         lines = plain_header_lines(mail_headers(self.sender, recipient, rendered.subject or "",
                                                 rendered.headers, self.message_id(dispatch)))
