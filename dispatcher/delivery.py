@@ -119,6 +119,10 @@ class BatchRecorder(Outcomes):
         self.watch: Callable[[Any, Outcome], None] | None = None
         #: Concurrent sends of one batch (a messenger's ``concurrency``) record here at once.
         self.lock = threading.RLock()
+        #: Signalled when outcomes are recorded or written (see :meth:`write_while`).
+        self.changed = threading.Condition(self.lock)
+        #: Set while the batch's thread writes for lanes that all send (:meth:`write_while`).
+        self.writing = False
         self.owner = threading.get_ident()
 
     def record(self, dispatch: Any, outcome: Outcome) -> bool:
@@ -133,7 +137,47 @@ class BatchRecorder(Outcomes):
                 # The batch's own thread writes (with its own database connection);
                 # lanes in other threads only record, and it writes theirs too.
                 self.maybe_flush()
+            elif self.writing:
+                self._wait_for_room()
         return took
+
+    def _wait_for_room(self) -> None:
+        """A lane that recorded an outcome goes on sending only while fewer than
+        ``flush_every`` outcomes are unwritten: the bound on what a killed
+        worker sends twice holds while the batch's thread writes them."""
+        with self.changed:
+            self.changed.notify_all()
+            while self.writing and len(self.unflushed) >= self.flush_every:
+                if self.blocked:
+                    raise OutcomesUnwritable("the database cannot take outcomes")
+                self.changed.wait(0.1)
+
+    def write_while(self, running: Callable[[], bool]) -> None:
+        """Write the outcomes lanes record, as they come, while ``running()``
+        (the batch's thread, which alone has its database connection, when
+        every lane sends from a thread of its own): a write starts once half
+        of ``flush_every`` is waiting, so lanes go on sending while it is
+        written, and wait only when ``flush_every`` are unwritten."""
+        start = max(1, self.flush_every // 2)
+        self.writing = True
+        try:
+            while True:
+                with self.changed:
+                    done = not running()
+                    due = (len(self.unflushed) >= start
+                           or (self.unflushed and time.monotonic() - self.last_flush >= self.flush_seconds))
+                    if not done and not due:
+                        self.changed.wait(0.02)
+                        continue
+                self._flush_or_stop()
+                with self.changed:
+                    self.changed.notify_all()
+                if done:
+                    return
+        finally:
+            with self.changed:
+                self.writing = False
+                self.changed.notify_all()
 
     def hand(self, envelopes: list[Envelope]) -> None:
         with self.lock:
@@ -155,14 +199,19 @@ class BatchRecorder(Outcomes):
             len(self.unflushed) >= self.flush_every
             or time.monotonic() - self.last_flush >= self.flush_seconds
         ):
-            try:
-                self.flush()
-            except DATABASE_ERRORS as exc:
-                # Stop sending at once: what was sent stays in memory (unflushed)
-                # and is written by finish() once the database is back.
-                self.blocked = True
-                logger.warning("outcomes of a batch could not be written (%s): it stops sending", exc)
-                raise OutcomesUnwritable(str(exc)) from exc
+            self._flush_or_stop()
+
+    def _flush_or_stop(self) -> None:
+        try:
+            self.flush()
+        except DATABASE_ERRORS as exc:
+            # Stop sending at once: what was sent stays in memory (unflushed)
+            # and is written by finish() once the database is back.
+            self.blocked = True
+            with self.changed:
+                self.changed.notify_all()
+            logger.warning("outcomes of a batch could not be written (%s): it stops sending", exc)
+            raise OutcomesUnwritable(str(exc)) from exc
 
     def finish(self) -> None:
         """Write what is left, retrying while the database is unreachable and
@@ -598,10 +647,12 @@ def _send_plain(batch: MessengerBase, recorder: BatchRecorder, gate: Gate, work:
 def _send_paced(messenger: MessengerBase, first: MessengerBase, recorder: BatchRecorder, gate: Gate,
                 work: list[Work]) -> None:
     """Envelopes one at a time, each let through by the gate (waiting at most
-    DISPATCHER_FLOW_HORIZON for its slot), from ``concurrency`` lanes: this
-    thread with the batch's copy of the messenger, and threads each with a
-    copy of their own (its own connection), so nothing mutable is shared
-    between concurrent sends but the recorder, which takes a lock."""
+    DISPATCHER_FLOW_HORIZON for its slot), from ``concurrency`` lanes: one
+    with the batch's copy of the messenger, and others each with a copy of
+    their own (its own connection), so nothing mutable is shared between
+    concurrent sends but the recorder, which takes a lock. With one lane this
+    thread sends; with more, every lane has a thread of the pool and this
+    thread writes the outcomes meanwhile (:meth:`BatchRecorder.write_while`)."""
     queue: deque[tuple[Work, Envelope]] = deque(
         (item, envelope) for item in work for envelope in item.envelopes
     )
@@ -663,10 +714,23 @@ def _send_paced(messenger: MessengerBase, first: MessengerBase, recorder: BatchR
                 logger.warning("%s: after_send failed: %s", messenger.alias, redact(str(exc)))
             connection.close()  # this thread's own database connection
 
+    def run_first() -> None:
+        try:
+            lane(first)
+        except BaseException as exc:
+            failure.append(exc)
+            stop.set()
+
     lanes = min(gate.config.concurrency, len(queue))
-    futures = [LANES.submit(run_lane) for _ in range(1, lanes)]
+    if lanes < 2:
+        lane(first)  # one lane: this thread sends, and writes as it goes
+        return
+    # Every lane sends from a thread of the pool (the first with the batch's own
+    # copy), and this thread writes their outcomes meanwhile: no lane stops
+    # sending while outcomes are written.
+    futures = [LANES.submit(run_first)] + [LANES.submit(run_lane) for _ in range(1, lanes)]
     try:
-        lane(first)
+        recorder.write_while(lambda: not all(future.done() for future in futures))
     except BaseException:
         stop.set()
         raise
