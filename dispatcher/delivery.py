@@ -155,10 +155,10 @@ class BatchRecorder(Outcomes):
     def write_while(self, running: Callable[[], bool]) -> None:
         """Write the outcomes lanes record, as they come, while ``running()``
         (the batch's thread, which alone has its database connection, when
-        every lane sends from a thread of its own): a write starts once half
-        of ``flush_every`` is waiting, so lanes go on sending while it is
-        written, and wait only when ``flush_every`` are unwritten."""
-        start = max(1, self.flush_every // 2)
+        every lane sends from a thread of its own): a write starts once three
+        quarters of ``flush_every`` are waiting, so lanes go on sending while
+        it is written, and wait only when ``flush_every`` are unwritten."""
+        start = max(1, self.flush_every * 3 // 4)
         self.writing = True
         try:
             while True:
