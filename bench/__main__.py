@@ -1,4 +1,4 @@
-"""``make bench``: fan-out, throughput, latency, scale-out and memory, side by side.
+"""``make bench``: fan-out, throughput, latency, scale-out, memory, drain, flow control, SMTP, side by side.
 
 Runs on PostgreSQL and Redis (``DATABASE_URL``, ``CELERY_BROKER_URL``;
 defaults in bench/settings.py), starts its own worker processes and an
@@ -587,7 +587,10 @@ def bench_smtp(n: int) -> dict[str, Any]:
     python = sitemessage_python()
     pipelining = os.environ.get("BENCH_SINK_PIPELINING", "1") != "0"
     rounds = int(os.environ.get("BENCH_SMTP_ROUNDS", "3"))
-    flow = {"concurrency": int(os.environ.get("BENCH_SMTP_CONCURRENCY", "2"))}
+    # Four connections per worker process (the messenger's ``concurrency``): each
+    # mail waits for two round trips to the server, and four lanes keep a
+    # process busy while they wait (two left it waiting half the time).
+    flow = {"concurrency": int(os.environ.get("BENCH_SMTP_CONCURRENCY", "4"))}
     sink = new_sink(pipelining=pipelining)
     runs: dict[str, list[float]] = {"bare": [], "sink_max": [], "sitemessage": [], "c1": [], "c2": []}
 
