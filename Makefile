@@ -35,10 +35,14 @@ test-services:
 	$(PY) pytest
 
 test-embedded:
-	DISPATCHER_TEST_PROFILE=embedded $(PY) pytest -m "not redis_broker and not postgresql and not partitioning"
+	DISPATCHER_TEST_PROFILE=embedded $(PY) pytest -m "not redis_broker and not postgresql and not partitioning and not rabbitmq"
 
+# ONLY: some benchmarks (make bench ONLY=digest,throttle); QUICK=1: small sizes, a smoke test.
+# (make itself would take `make bench --only x` as an option of its own and refuse it.)
+ONLY ?=
+QUICK ?=
 bench: install
-	$(PY) python -m bench
+	$(PY) python -m bench $(if $(ONLY),--only $(ONLY)) $(if $(QUICK),--quick)
 
 clean:
 	rm -rf var .venv

@@ -178,6 +178,9 @@ DISPATCHER_MESSENGERS.update(messenger_settings.from_environment())
 
 # --- Delivery engine --------------------------------------------------------------
 DISPATCHER_BATCH_SIZE = env_int("DISPATCHER_BATCH_SIZE", 500)
+# A running batch gives way to more urgent tasks of its messenger (dispatcher/preemption.py).
+DISPATCHER_PREEMPT_INTERVAL = env_float("DISPATCHER_PREEMPT_INTERVAL", 0.1)
+DISPATCHER_PREEMPT_CHUNK = env_int("DISPATCHER_PREEMPT_CHUNK", 20)
 DISPATCHER_MIN_BATCH_SIZE = env_int("DISPATCHER_MIN_BATCH_SIZE", 20)
 DISPATCHER_FANOUT_TASKS = env_int("DISPATCHER_FANOUT_TASKS", 64)
 DISPATCHER_LEASE_SECONDS = env_int("DISPATCHER_LEASE_SECONDS", 300)
@@ -239,6 +242,10 @@ else:
         # has to exceed the longest batch (see CELERY_TASK_TIME_LIMIT).
         "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
     }
+    # A worker takes a task only when one of its processes is free, so an urgent
+    # message published behind a backlog is the next task taken, not the one
+    # after the batches a prefetch buffer already holds (Celery >= 5.5, Redis only).
+    CELERY_WORKER_DISABLE_PREFETCH = env_bool("CELERY_WORKER_DISABLE_PREFETCH", True)
     if CELERY_BROKER_URL.startswith(("amqp", "pyamqp")):
         # Messages with a higher priority are served first (dispatcher.queues.broker_priority).
         # Queues declared before this setting must be deleted once to take it.

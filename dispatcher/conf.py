@@ -35,6 +35,11 @@ DEFAULTS: dict[str, Any] = {
     "DISPATCHER_POSTPONE_COUNTDOWN_MAX": 60.0,
     "DISPATCHER_PAUSE_DEFAULT": 5.0,
     "DISPATCHER_FLUSH_SECONDS": 2.0,
+    #: A running batch asks the broker this often (seconds) whether more urgent
+    #: tasks wait for its messenger, and gives way (dispatcher.preemption); 0: never.
+    "DISPATCHER_PREEMPT_INTERVAL": 0.1,
+    #: Envelopes per send() call while it may have to give way.
+    "DISPATCHER_PREEMPT_CHUNK": 20,
     "DISPATCHER_REQUEUE_AFTER": 300,
     "DISPATCHER_RETRY_LIMIT": 8,
     "DISPATCHER_RETRY_BASE": 30.0,

@@ -39,6 +39,7 @@ from .exceptions import DatabaseUnavailable, UnknownMessageType
 from .limiter import FlowConfig, Ticket, flow_config, get_backend
 from .messages import UNSUBSCRIBABLE
 from .models import Dispatch, DispatchError, Message
+from .preemption import Preemption
 from .publish import publish
 from .registry import get_registered_message_type, get_registered_messenger_object
 
@@ -253,8 +254,17 @@ class BatchRecorder(Outcomes):
                             default=Value(Dispatch.Status.ERROR)),
                 attempts=F("attempts") - 1, claim_token=None, lease_expires_at=None, queued_at=None,
             )
-            transaction.on_commit(lambda: publish([(self.dispatches[pk].messenger, pk) for pk in left]))
+            transaction.on_commit(lambda: self._publish_again(left))
         logger.info("gave back %d dispatches of a stopped batch, not attempted", count)
+
+    def _publish_again(self, ids: list[int]) -> None:
+        """Publish ``ids`` again, each at its message's priority."""
+        groups: dict[int, list[tuple[str, int]]] = {}
+        for pk in ids:
+            dispatch = self.dispatches[pk]
+            groups.setdefault(dispatch.message.priority, []).append((dispatch.messenger, pk))
+        for priority, pairs in sorted(groups.items(), reverse=True):
+            publish(pairs, priority=priority)
 
     def release_postponed(self) -> None:
         """Give back the rows flow control held back, without an attempt, due
@@ -550,6 +560,7 @@ def run_batch(messenger: MessengerBase, recorder: BatchRecorder, rows: list[Disp
     """
     gate = Gate(messenger, recorder)
     recorder.watch = gate.observe
+    preempt = Preemption(messenger.alias, max((d.message.priority for d in rows), default=0))
     batch = messenger.for_batch(recorder)
     try:
         try:
@@ -563,9 +574,11 @@ def run_batch(messenger: MessengerBase, recorder: BatchRecorder, rows: list[Disp
         groups = groupby(rows, key=lambda d: d.message_id)
         work = [_render(batch, recorder, list(group)) for _, group in groups]
         if gate.config.paced:
-            _send_paced(messenger, batch, recorder, gate, work)
+            _send_paced(messenger, batch, recorder, gate, work, preempt)
         else:
-            _send_plain(batch, recorder, gate, work)
+            _send_plain(batch, recorder, gate, work, preempt)
+        if preempt.yielded:
+            logger.info("%s: a batch gave way to more urgent dispatches", messenger.alias)
     except OutcomesUnwritable:
         pass  # stop sending; finish() writes what was sent once it can
     finally:
@@ -627,25 +640,33 @@ def _send(batch: MessengerBase, recorder: BatchRecorder, work: Work, envelopes: 
     recorder.settle(envelopes, raised)
 
 
-def _send_plain(batch: MessengerBase, recorder: BatchRecorder, gate: Gate, work: list[Work]) -> None:
+def _send_plain(batch: MessengerBase, recorder: BatchRecorder, gate: Gate, work: list[Work],
+                preempt: Preemption | None = None) -> None:
     """Each message's envelopes in one ``send()``; the gate is asked before each
     (a pause or an open circuit holds back the rest; a half-open circuit lets
-    one envelope through as its probe)."""
+    one envelope through as its probe). Where more urgent work can be seen
+    waiting (see :mod:`dispatcher.preemption`), envelopes go in chunks of
+    DISPATCHER_PREEMPT_CHUNK, and the batch stops between two chunks for it:
+    what it did not hand to the messenger is given back."""
+    step = max(1, settings.DISPATCHER_PREEMPT_CHUNK) if preempt is not None and preempt.lists else 0
     for item in work:
         ready = item.envelopes
         while ready:
+            if step and preempt is not None and preempt.due():
+                return
             ticket = gate.check()
             if not ticket.admitted:
                 for envelope in ready:
                     gate.postpone(envelope, ticket)
                 break
-            chunk, ready = (ready[:1], ready[1:]) if ticket.probe else (ready, [])
+            size = 1 if ticket.probe else step or len(ready)
+            chunk, ready = ready[:size], ready[size:]
             _send(batch, recorder, item, chunk)
             gate.report(chunk, ticket.probe)
 
 
 def _send_paced(messenger: MessengerBase, first: MessengerBase, recorder: BatchRecorder, gate: Gate,
-                work: list[Work]) -> None:
+                work: list[Work], preempt: Preemption | None = None) -> None:
     """Envelopes one at a time, each let through by the gate (waiting at most
     DISPATCHER_FLOW_HORIZON for its slot), from ``concurrency`` lanes: one
     with the batch's copy of the messenger, and others each with a copy of
@@ -663,6 +684,8 @@ def _send_paced(messenger: MessengerBase, first: MessengerBase, recorder: BatchR
         slept, last_wait = 0.0, 0.0
         budget = settings.DISPATCHER_FLOW_BATCH_WAIT
         while not stop.is_set():
+            if preempt is not None and preempt.due():
+                return  # what is left in the queue was never handed: given back
             try:
                 item, envelope = queue.popleft()
             except IndexError:

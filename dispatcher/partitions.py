@@ -45,7 +45,10 @@ from django.apps import apps as django_apps
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import SET_NULL
 from django.utils import timezone
+
+from .models import Dispatch, DispatchError
 
 logger = logging.getLogger("dispatcher.partitions")
 
@@ -329,10 +332,6 @@ def _release_references(conn: BaseDatabaseWrapper, part: Partition) -> None:
     """Apply the ORM's on_delete rules to the rows that point at the month's
     dispatches (receipts, fallback hops, suppressions, digest windows): no
     database constraint does it, since one would forbid the DROP."""
-    from django.db import models
-
-    from dispatcher.models import Dispatch, DispatchError
-
     in_month: dict[str, int] = {}
     for model in django_apps.get_models():
         for fk in model._meta.concrete_fields:
@@ -344,7 +343,7 @@ def _release_references(conn: BaseDatabaseWrapper, part: Partition) -> None:
             if part.hi is not None:
                 in_month[f"{fk.attname}__lt"] = part.hi
             rows = model._default_manager.using(conn.alias).filter(**in_month)
-            if fk.remote_field.on_delete is models.SET_NULL:
+            if fk.remote_field.on_delete is SET_NULL:
                 rows.update(**{fk.name: None})
             else:
                 rows.delete()

@@ -168,6 +168,25 @@ def test_every_block_is_run_or_marked_with_a_known_reason(capsys):
     assert exercised > sum(n for kind, n in counts.items() if kind in not_run)
 
 
+def test_every_picture_the_docs_show_exists_and_is_a_screenshot_the_browser_tests_take():
+    """The README shows the pages with the browser tests' screenshots: each
+    picture a document links to is in the repository, and each one in
+    docs/images/ is the name of a screenshot a browser test saves, so a
+    picture cannot outlive the page it shows without a test noticing."""
+    picture = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
+    shown = set()
+    for document in DOCUMENTS:
+        for target in picture.findall(document.read_text()):
+            path = (document.parent / target).resolve()
+            assert path.is_file(), f"{document.relative_to(BASE)} shows {target}, which does not exist"
+            shown.add(path)
+    images = sorted((BASE / "docs" / "images").glob("*.png"))
+    assert images and set(images) <= shown, "a picture in docs/images/ that no document shows"
+    tests = "\n".join(path.read_text() for path in (BASE / "tests").rglob("test_browser.py"))
+    for image in images:
+        assert f'screenshot(driver, "{image.name}")' in tests, f"no browser test saves {image.name}"
+
+
 # -- the stack -------------------------------------------------------------------------------
 
 

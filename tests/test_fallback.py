@@ -93,6 +93,31 @@ def test_a_blocked_bot_falls_back_to_mail_once_with_the_chain_on_each_hop(telegr
     assert Dispatch.objects.count() == 2
 
 
+def test_the_chain_and_each_hop_are_shown_on_the_dispatch_in_the_admin(telegram, smtp_server, user,
+                                                                       admin_client):
+    """What an operator sees on each dispatch's page: the whole chain, this
+    hop in brackets, the hop before and after it, and when it fell back."""
+    ann = user("ann", BLOCKED, "ann@example.org")
+    [(_, [first])] = schedule_messages("News", fallback_chain(ann, ["telegram", "smtp"]))
+    deliver_batch("telegram", [first.pk])
+    second = Dispatch.objects.exclude(pk=first.pk).get()
+
+    import re
+    from html import unescape
+
+    def shown(dispatch: Dispatch) -> str:
+        page = admin_client.get(f"/admin/dispatcher/dispatch/{dispatch.pk}/change/")
+        assert page.status_code == 200
+        return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", page.content.decode())))
+
+    first_page, second_page = shown(first), shown(second)
+    assert f"[telegram:{BLOCKED}] -> smtp:ann@example.org" in first_page
+    assert f"telegram:{BLOCKED} -> [smtp:ann@example.org]" in second_page
+    assert "Fell back at" in first_page and "blocked" in first_page  # the failure that made it fall back
+    assert f"/admin/dispatcher/dispatch/{second.pk}/change/" in admin_client.get(
+        f"/admin/dispatcher/dispatch/{first.pk}/change/").content.decode()  # its next hop, a link
+
+
 def test_a_temporary_error_is_retried_on_its_own_channel(telegram, smtp_server, user):
     telegram.replies = [flood(30)]
     bob = user("bob", FINE, "bob@example.org")

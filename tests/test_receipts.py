@@ -186,6 +186,23 @@ def test_postmark_calls_without_the_credentials_record_nothing(postmark_api):
     assert Client().get("/dispatcher/receipts/postmark/").status_code == 405
 
 
+@override_settings(DISPATCHER_POSTMARK_WEBHOOK=POSTMARK_HOOK)
+def test_receipts_are_shown_on_the_dispatch_and_filter_the_admins_list(postmark_api, admin_client):
+    """Recorded with time and reason on the dispatch: what an operator sees."""
+    delivered = send_now("postmark", "ann@example.org")
+    bounced = send_now("postmark", "gone@example.org")
+    post_postmark(documented.postmark(documented.POSTMARK_DELIVERY, delivered.result["message_id"],
+                                      delivered.address))
+    post_postmark(documented.postmark(documented.POSTMARK_BOUNCE, bounced.result["message_id"],
+                                      bounced.address))
+    page = admin_client.get(f"/admin/dispatcher/dispatch/{bounced.pk}/change/").content.decode()
+    assert "The server was unable to deliver your message" in page and "postmark" in page
+    assert "Nov. 5, 2019" in page  # Postmark's BouncedAt, not the time we heard of it
+    listed = admin_client.get("/admin/dispatcher/dispatch/?receipt=bounced").content.decode()
+    assert f"/admin/dispatcher/dispatch/{bounced.pk}/change/" in listed
+    assert f"/admin/dispatcher/dispatch/{delivered.pk}/change/" not in listed
+
+
 def test_postmark_webhooks_are_refused_until_configured(postmark_api):
     dispatch = send_now("postmark", "ann@example.org")
     payload = documented.postmark(documented.POSTMARK_DELIVERY, dispatch.result["message_id"],
@@ -427,3 +444,94 @@ def test_the_readme_example_runs_as_written(postmark_api, capsys):
     assert capsys.readouterr().out.splitlines() == [f"dispatch {dispatch.pk} bounced (postmark)", "True"]
     receipt = dispatch.receipts.get()
     assert (receipt.permanent, receipt.reason) == (True, "HardBounce - Unknown user - 550 5.1.1")
+
+
+# -- Over the network: a live server, as the providers reach it --------------------------------------------
+
+def http_post(url: str, body: bytes, content_type: str,
+              headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """A real HTTP request (urllib, through a socket to the live server):
+    the status and body, 4xx included."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Content-Type": content_type, **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_providers_calls_over_http_to_a_live_server_after_a_worker_sent(workers, live_server, postmark_api,
+                                                                        twilio_api, settings):
+    """The whole path as in production: a worker sends through Postmark and
+    Twilio (their loopback fakes), the providers then call our webhook URLs
+    over HTTP on a running server, with their own authentication (basic
+    auth, the secret path, a signature of the URL they called, host and port
+    included). Unverified or malformed calls are 4xx and record nothing."""
+    settings.DISPATCHER_POSTMARK_WEBHOOK = POSTMARK_HOOK
+    twilio_url = f"{live_server.url}/dispatcher/receipts/twilio/"
+    sms_options = {**twilio_api.options, "status_callback": twilio_url}
+    register_messenger_objects(TwilioSMSMessenger(**sms_options))
+    workers("http", TEST_EXTRA_MESSENGERS=json.dumps({
+        "postmark": {"class": "messengers.postmark.PostmarkMessenger", "options": postmark_api.options},
+        "sms": {"class": "messengers.sms.TwilioSMSMessenger", "options": sms_options}}))
+    schedule_messages(HelloMessage({"subject": "Hi"}), recipients("postmark", ["ann@example.org",
+                                                                               "gone@example.org"]))
+    schedule_messages("Your code is 1234", recipients("sms", ["+15551230001", "+15551230002"]))
+    wait_for(lambda: list(Dispatch.objects.values_list("status", flat=True)) == ["sent"] * 4, 60, 0.2,
+             "four messages sent by the worker")
+    assert [m["StatusCallback"] for m in twilio_api.messages] == [twilio_url] * 2  # where Twilio will call
+    ann, gone, phone, unknown_number = Dispatch.objects.order_by("id")
+
+    postmark_url = f"{live_server.url}/dispatcher/receipts/postmark/"
+    delivery = json.dumps(documented.postmark(documented.POSTMARK_DELIVERY, ann.result["message_id"],
+                                              ann.address)).encode()
+    bounce = json.dumps(documented.postmark(documented.POSTMARK_BOUNCE, gone.result["message_id"],
+                                            gone.address)).encode()
+    status_ok = documented.twilio_status(phone.result["sid"], "delivered", phone.address, SID)
+    status_gone = documented.twilio_status(unknown_number.result["sid"], "undelivered",
+                                           unknown_number.address, SID, "30005")
+
+    # Unverified or malformed: refused, nothing recorded.
+    refused = [
+        http_post(postmark_url, bounce, "application/json"),
+        http_post(postmark_url, bounce, "application/json", {"Authorization": basic(HOOK_USER, "guess")}),
+        http_post(f"{postmark_url}not-the-token/", bounce, "application/json"),
+        http_post(postmark_url, b"{not json", "application/json",
+                  {"Authorization": basic(HOOK_USER, HOOK_PASSWORD)}),
+        http_post(twilio_url, urlencode(status_gone).encode(), "application/x-www-form-urlencoded"),
+        # Signed for the URL without the live server's port: not the URL that was called.
+        http_post(twilio_url, urlencode(status_gone).encode(), "application/x-www-form-urlencoded",
+                  {"X-Twilio-Signature": documented.twilio_signature(
+                      twilio_url.replace(f":{live_server.url.rsplit(':', 1)[1]}", ""), status_gone,
+                      TWILIO_TOKEN)}),
+    ]
+    assert [status for status, _ in refused] == [401, 401, 403, 400, 403, 403]
+    assert not DeliveryReceipt.objects.exists() and not Suppression.objects.exists()
+
+    # As the providers call: each recorded on its dispatch.
+    assert http_post(postmark_url, delivery, "application/json",
+                     {"Authorization": basic(HOOK_USER, HOOK_PASSWORD)}) == (200, b"recorded")
+    assert http_post(f"{postmark_url}{HOOK_TOKEN}/", bounce, "application/json") == (200, b"recorded")
+    for form in (status_ok, status_gone):
+        assert http_post(twilio_url, urlencode(form).encode(), "application/x-www-form-urlencoded",
+                         {"X-Twilio-Signature": documented.twilio_signature(twilio_url, form, TWILIO_TOKEN)}
+                         ) == (200, b"recorded")
+    got = {r.dispatch_id: (r.event, r.provider, r.permanent) for r in DeliveryReceipt.objects.all()}
+    assert got == {ann.pk: ("delivered", "postmark", False), gone.pk: ("bounced", "postmark", True),
+                   phone.pk: ("delivered", "twilio", False), unknown_number.pk: ("bounced", "twilio", True)}
+    assert sorted(Suppression.objects.values_list("kind", "address")) == [
+        ("email", "gone@example.org"), ("sms", unknown_number.address)]
+
+    # The worker sends nothing more to the two addresses that bounced for good.
+    emails, texts = len(postmark_api.emails), len(twilio_api.messages)
+    schedule_messages(HelloMessage({"subject": "Again"}), recipients("postmark", gone.address))
+    schedule_messages("Again", recipients("sms", unknown_number.address))
+    wait_for(lambda: Dispatch.objects.filter(status="failed").count() == 2, 60, 0.2,
+             "the worker to refuse both")
+    assert (len(postmark_api.emails), len(twilio_api.messages)) == (emails, texts)

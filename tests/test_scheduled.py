@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -14,6 +15,7 @@ from dispatcher.api import recipients, schedule_messages, send_scheduled_message
 from dispatcher.exceptions import UnknownMessenger
 from dispatcher.messages import PlainTextMessage
 from dispatcher.models import Dispatch, Message
+from dispatcher.preemption import more_urgent_lists
 from dispatcher.queues import broker_priority
 from tests.services import BASE, SMTPServer, wait_for, worker_env
 from tests.test_outages import SlowSink
@@ -86,6 +88,14 @@ def test_priorities_map_to_each_brokers_order():
     assert broker_priority(5, "filesystem://") is None
 
 
+def test_a_batch_asks_for_the_lists_of_more_urgent_tasks_only():
+    # kombu's Redis lists: the queue's name for its most urgent step, then "\x06\x16" and the step.
+    assert more_urgent_lists("dispatch.smtp", 0) == [
+        "dispatch.smtp", "dispatch.smtp\x06\x163", "dispatch.smtp\x06\x166"]
+    assert more_urgent_lists("dispatch.smtp", 5) == ["dispatch.smtp"]
+    assert more_urgent_lists("dispatch.smtp", 9) == []  # nothing goes ahead of the most urgent
+
+
 @pytest.mark.e2e
 @pytest.mark.redis_broker
 @pytest.mark.django_db(transaction=True)
@@ -110,3 +120,88 @@ def test_a_high_priority_message_overtakes_a_backlog(workers):
         assert order.index("urgent@example.org") < 100
     finally:
         sink.stop()
+
+
+@pytest.mark.e2e
+@pytest.mark.redis_broker
+@pytest.mark.django_db(transaction=True)
+def test_a_running_batch_gives_way_to_an_urgent_message_and_loses_nothing(workers):
+    """One worker process busy with one batch of 600 mails (several seconds on a
+    server taking a few ms each): an urgent message scheduled meanwhile does not
+    wait for the batch to end. The batch stops between two sends and gives the
+    rest back; every routine mail still arrives exactly once, one attempt each."""
+    sink = SMTPServer(SlowSink())
+    try:
+        worker = workers("prio", smtp_port=sink.port, concurrency=1, DISPATCHER_LOG_LEVEL="INFO")
+        routine = [f"low{i}@example.org" for i in range(600)]
+        with override_settings(DISPATCHER_BATCH_SIZE=600, DISPATCHER_MIN_BATCH_SIZE=600):  # one task
+            [(_, rows)] = schedule_messages("backlog", recipients("smtp", routine))
+        wait_for(lambda: len(sink.messages) >= 50, 60, 0.02, "the batch to be under way")
+        urgent = PlainTextMessage("urgent")
+        urgent.priority = 9
+        schedule_messages(urgent, recipients("smtp", "urgent@example.org"))
+        wait_for(lambda: any(m["To"] == "urgent@example.org" for m in sink.messages), 60, 0.02,
+                 "the urgent mail")
+        order = [m["To"] for m in sink.messages]
+        assert order.index("urgent@example.org") < 500, "it waited for the batch to end"
+        wait_for(lambda: Dispatch.objects.filter(pk__in=[d.pk for d in rows], status="sent").count() == 600,
+                 120, 0.1, "every routine mail to be sent")
+        assert Counter(m["To"] for m in sink.messages) == Counter([*routine, "urgent@example.org"])
+        attempts = Dispatch.objects.filter(pk__in=[d.pk for d in rows]).values_list("attempts", flat=True)
+        assert set(attempts) == {1}
+        assert "gave way to more urgent dispatches" in worker.output()
+    finally:
+        sink.stop()
+
+
+RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+SCHEDULE_BACKLOG_THEN_URGENT = """
+import config.celery, django
+django.setup()
+from django.test import override_settings
+from dispatcher.api import recipients, schedule_messages
+from dispatcher.messages import PlainTextMessage
+with override_settings(DISPATCHER_FANOUT_TASKS=200, DISPATCHER_MIN_BATCH_SIZE=10):
+    schedule_messages("backlog", recipients("smtp", [f"low{i}@example.org" for i in range(2000)]))
+    urgent = PlainTextMessage("urgent")
+    urgent.priority = 9
+    schedule_messages(urgent, recipients("smtp", "urgent@example.org"))
+"""
+
+
+def _drop_rabbitmq_queue(name: str) -> None:
+    from kombu import Connection
+
+    try:
+        with Connection(RABBITMQ_URL, connect_timeout=5) as conn:
+            conn.default_channel.queue_delete(name)
+    except Exception as exc:  # the queue is not there: nothing to drop
+        if "NOT_FOUND" not in str(exc) and "404" not in str(exc):
+            raise
+
+
+@pytest.mark.e2e
+@pytest.mark.rabbitmq
+@pytest.mark.django_db(transaction=True)
+def test_on_rabbitmq_a_high_priority_message_overtakes_a_backlog(workers):
+    """The same promise on RabbitMQ: queues declared with x-max-priority, the
+    urgent task published last is served among the first. A process of its own
+    publishes (its settings declare the queues as a RabbitMQ site's do)."""
+    queue = "dispatch.smtp"
+    _drop_rabbitmq_queue(queue)  # declared before with other arguments, it would refuse ours
+    sink = SMTPServer(SlowSink())
+    try:
+        env = worker_env(sink.port, CELERY_BROKER_URL=RABBITMQ_URL)
+        subprocess.run([sys.executable, "-c", SCHEDULE_BACKLOG_THEN_URGENT], cwd=BASE, env=env, check=True,
+                       timeout=120)
+        assert Dispatch.objects.count() == 2001
+        workers("prio-amqp", smtp_port=sink.port, concurrency=1, CELERY_BROKER_URL=RABBITMQ_URL)
+        wait_for(lambda: any(m["To"] == "urgent@example.org" for m in sink.messages), 120, 0.05,
+                 "the urgent mail")
+        order = [m["To"] for m in sink.messages]
+        # Published last, behind 200 tasks of the backlog, it is taken among the first.
+        assert order.index("urgent@example.org") < 100
+    finally:
+        sink.stop()
+        _drop_rabbitmq_queue(queue)

@@ -65,10 +65,22 @@ def badge(driver, css: str) -> str:
     return element.text if element.is_displayed() else ""
 
 
+#: The window of the screenshots: the size of a laptop's browser, so the
+#: pictures in the README (docs/images/, copied from a run) read at their size.
+SCREENSHOT_SIZE = (1100, 760)
+
+
 def screenshot(driver, name: str) -> Path:
+    """Save the page as ``<DISPATCHER_TEST_VAR>/screenshots/<name>``, in a
+    window of :data:`SCREENSHOT_SIZE` (the browser's own size is restored)."""
     folder = Path(settings.VAR_DIR) / "screenshots"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
-    driver.save_screenshot(str(path))
+    size = driver.get_window_size()
+    driver.set_window_size(*SCREENSHOT_SIZE)
+    try:
+        driver.save_screenshot(str(path))
+    finally:
+        driver.set_window_size(size["width"], size["height"])
     assert path.stat().st_size > 1000
     return path

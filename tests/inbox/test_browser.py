@@ -56,9 +56,8 @@ def test_write_read_reply_thread_archive_trash_undelete(driver, live_server, use
     assert find(driver, "#id_subject").get_attribute("value") == "Re: Lunch?"
     quoted = find(driver, "#id_body").get_attribute("value")
     assert "ann wrote on" in quoted and "> Shall we meet at noon?" in quoted
-    textarea = find(driver, "#id_body")
-    textarea.send_keys("\ue011")  # Home: write above the quote
-    textarea.send_keys("Yes, see you there!")
+    # The page puts the caret above the quote: what is typed goes before it.
+    find(driver, "#id_body").send_keys("Yes, see you there!")
     find(driver, "#reply-form button[type=submit]").click()
 
     # The conversation: both messages, oldest first.
@@ -66,7 +65,9 @@ def test_write_read_reply_thread_archive_trash_undelete(driver, live_server, use
     articles = finds(driver, "article.message")
     assert len(articles) == 2
     assert "Shall we meet at noon?" in articles[0].text and "Yes, see you there!" in articles[1].text
+    screenshot(driver, "conversation.png")
     reply = PrivateMessage.objects.get(sender=users.bob)
+    assert reply.body.replace("\r\n", "\n").startswith("Yes, see you there!\n\nann wrote on")  # form: CRLF
     assert (reply.parent_id, reply.thread_id) == (original.pk, original.pk)
 
     # Archive the original: it leaves the inbox for the archives.
@@ -94,6 +95,18 @@ def test_write_read_reply_thread_archive_trash_undelete(driver, live_server, use
     original.refresh_from_db()
     assert (original.recipient_archived, original.recipient_deleted_at) == (True, None)
     assert (original.sender_archived, original.sender_deleted_at) == (False, None)  # ann's side untouched
+
+    # Writing again, ann is offered bob as she types (the people she writes
+    # with, from the JSON API), and nobody she never wrote with: not cat.
+    log_in(driver, live_server, "ann", "/messages/write/")
+    find(driver, "#id_recipients").send_keys("b")
+
+    def offered(d) -> list[str]:
+        return [o.get_attribute("value") for o in finds(d, "#inbox-recipients-list option")]
+
+    wait(driver, lambda d: offered(d) == ["bob"])
+    find(driver, "#id_recipients").send_keys("ob, c")
+    wait(driver, lambda d: offered(d) == [])
 
 
 def test_moderation_as_the_sender_sees_it(driver, live_server, users, settings):
@@ -143,4 +156,5 @@ def test_refusals_are_shown_on_the_write_page(driver, live_server, users, settin
     assert "You cannot write to ann: ann takes no messages." in errors
     # The form keeps what was typed.
     assert find(driver, "#id_recipients").get_attribute("value") == "bob, ann"
+    screenshot(driver, "write-refused.png")
     assert not PrivateMessage.objects.exists()

@@ -286,6 +286,22 @@ def test_unread_tags_cost_one_query(users, rf):
     assert template.render(Context({"user": AnonymousUser()})) == "|"
 
 
+def test_postmans_filters_work_in_a_ported_template(users):
+    """A folder template carried over from django-postman renders as it did there."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    message = pm_write(users.ann, users.bob, "a", "x")
+    template = Template('{% load postman_tags %}{{ m.sender|or_me:user }}>{{ m.recipient|or_me:user }} '
+                        '{{ m.sent_at|compact_date:"G:i,j b,j/n/y" }} {{ 5|sub:2 }} {{ "x"|sub:2 }}')
+    shown = template.render(Context({"m": message, "user": users.ann}))
+    assert shown == f"&lt;me&gt;>bob {timezone.localtime(message.sent_at):%-H:%M} 3 x"
+    long_ago = message.sent_at - timedelta(days=800)
+    assert Template('{% load postman_tags %}{{ d|compact_date:"G:i,j b,j/n/y" }}').render(
+        Context({"d": long_ago})) == f"{timezone.localtime(long_ago):%-d/%-m/%y}"
+
+
 def test_the_context_processor_is_lazy(users, rf):
     from dispatcher.inbox.context_processors import inbox
 

@@ -29,6 +29,15 @@
     }).catch(function () { /* the button is still there */ });
   }
 
+  // Reply: the caret on the blank line above the quote, as mail programs put
+  // it, so the answer is written before the original and not under it.
+  const replyBody = document.querySelector("#reply-form textarea[name=body]");
+  if (replyBody) {
+    replyBody.focus();
+    replyBody.setSelectionRange(0, 0);
+    replyBody.scrollTop = 0;
+  }
+
   // Recipients: suggest the people the user already writes with (the JSON
   // API's conversations), completing the last name of a comma-separated list.
   const form = document.getElementById("write-form");
