@@ -17,8 +17,9 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from itertools import groupby
@@ -124,6 +125,8 @@ class BatchRecorder(Outcomes):
         self.changed = threading.Condition(self.lock)
         #: Set while the batch's thread writes for lanes that all send (:meth:`write_while`).
         self.writing = False
+        #: Sends of lanes under way while it writes (see :meth:`slot`).
+        self.in_flight = 0
         self.owner = threading.get_ident()
 
     def record(self, dispatch: Any, outcome: Outcome) -> bool:
@@ -143,22 +146,39 @@ class BatchRecorder(Outcomes):
         return took
 
     def _wait_for_room(self) -> None:
-        """A lane that recorded an outcome goes on sending only while fewer than
-        ``flush_every`` outcomes are unwritten: the bound on what a killed
-        worker sends twice holds while the batch's thread writes them."""
+        """Wake the batch's thread: a lane recorded an outcome to write."""
         with self.changed:
             self.changed.notify_all()
-            while self.writing and len(self.unflushed) >= self.flush_every:
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Around one send of a lane while the batch's thread writes
+        (:meth:`write_while`): the send starts only while the outcomes not yet
+        written, and the sends in flight, are fewer than ``flush_every``, so
+        a killed worker has sent at most that many whose outcome is unwritten."""
+        if not self.writing:
+            yield
+            return
+        with self.changed:
+            while self.writing and len(self.unflushed) + self.in_flight >= self.flush_every:
                 if self.blocked:
                     raise OutcomesUnwritable("the database cannot take outcomes")
                 self.changed.wait(0.1)
+            self.in_flight += 1
+        try:
+            yield
+        finally:
+            with self.changed:
+                self.in_flight -= 1
+                self.changed.notify_all()
 
     def write_while(self, running: Callable[[], bool]) -> None:
         """Write the outcomes lanes record, as they come, while ``running()``
         (the batch's thread, which alone has its database connection, when
         every lane sends from a thread of its own): a write starts once three
         quarters of ``flush_every`` are waiting, so lanes go on sending while
-        it is written, and wait only when ``flush_every`` are unwritten."""
+        it is written, and wait only when ``flush_every`` are unwritten or in
+        flight (:meth:`slot`)."""
         start = max(1, self.flush_every * 3 // 4)
         self.writing = True
         try:
@@ -714,7 +734,8 @@ def _send_paced(messenger: MessengerBase, first: MessengerBase, recorder: BatchR
                 time.sleep(ticket.wait)
                 slept += ticket.wait
                 last_wait = ticket.wait
-            _send(batch, recorder, item, [envelope])
+            with recorder.slot():
+                _send(batch, recorder, item, [envelope])
             gate.report([envelope], ticket.probe)
 
     def run_lane() -> None:

@@ -347,21 +347,23 @@ def test_concurrent_lanes_send_at_once_on_copies_of_their_own(counting):
 
 
 class UnwrittenWatcher(CountingMessenger):
-    """Notes, before each send, how many outcomes of its batch are not yet written."""
+    """Notes, at each send, how many of its batch's sends have no written
+    outcome yet: those recorded but unwritten, and those in flight (this one too)."""
 
     def send(self, message_cls: Any, message_model: Any, dispatch_models: Any) -> None:
         recorder = self._recorder
         assert isinstance(recorder, BatchRecorder)
         for envelope in dispatch_models:
             with self.lock:
-                self.flight["unwritten"] = max(self.flight.get("unwritten", 0), len(recorder.unflushed))
+                unwritten = len(recorder.unflushed) + recorder.in_flight
+                self.flight["unwritten"] = max(self.flight.get("unwritten", 0), unwritten)
             super().send(message_cls, message_model, [envelope])
 
 
 def test_lanes_send_while_their_outcomes_are_written_and_never_leave_more_than_flush_every_unwritten():
     """With several lanes, the batch's thread writes while every lane sends;
-    a lane waits before sending again when FLUSH_EVERY outcomes are unwritten,
-    so the bound on what a killed worker sends twice holds."""
+    a send waits while FLUSH_EVERY sends are unwritten or in flight, so the
+    bound on what a killed worker sends twice holds."""
     watcher = UnwrittenWatcher()
     register_messenger_objects(watcher)
     ids = schedule([f"slow:5/{i}" for i in range(60)])
