@@ -17,8 +17,9 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from itertools import groupby
@@ -34,7 +35,7 @@ from messengers.exceptions import PermanentError, RateLimited
 from messengers.outcomes import ERROR, FAILED, SENT, Outcome, Outcomes
 from messengers.redact import redact
 
-from . import fallback, links, signals, suppression
+from . import bulk, fallback, links, signals, suppression
 from .exceptions import DatabaseUnavailable, UnknownMessageType
 from .limiter import FlowConfig, Ticket, flow_config, get_backend
 from .messages import UNSUBSCRIBABLE
@@ -76,6 +77,12 @@ def backoff_delay(attempt: int, retry_after: float | None = None) -> float:
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
+#: A dispatch that failed for good, and its outcome.
+Failed = tuple[Dispatch, Outcome]
+#: A dispatch to retry, its outcome, and when it is due again.
+Retry = tuple[Dispatch, Outcome, Any]
+
+
 @dataclass
 class BatchResult:
     claimed: int = 0
@@ -114,6 +121,12 @@ class BatchRecorder(Outcomes):
         self.watch: Callable[[Any, Outcome], None] | None = None
         #: Concurrent sends of one batch (a messenger's ``concurrency``) record here at once.
         self.lock = threading.RLock()
+        #: Signalled when outcomes are recorded or written (see :meth:`write_while`).
+        self.changed = threading.Condition(self.lock)
+        #: Set while the batch's thread writes for lanes that all send (:meth:`write_while`).
+        self.writing = False
+        #: Sends of lanes under way while it writes (see :meth:`slot`).
+        self.in_flight = 0
         self.owner = threading.get_ident()
 
     def record(self, dispatch: Any, outcome: Outcome) -> bool:
@@ -128,7 +141,64 @@ class BatchRecorder(Outcomes):
                 # The batch's own thread writes (with its own database connection);
                 # lanes in other threads only record, and it writes theirs too.
                 self.maybe_flush()
+            elif self.writing:
+                self._wait_for_room()
         return took
+
+    def _wait_for_room(self) -> None:
+        """Wake the batch's thread: a lane recorded an outcome to write."""
+        with self.changed:
+            self.changed.notify_all()
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Around one send of a lane while the batch's thread writes
+        (:meth:`write_while`): the send starts only while the outcomes not yet
+        written, and the sends in flight, are fewer than ``flush_every``, so
+        a killed worker has sent at most that many whose outcome is unwritten."""
+        if not self.writing:
+            yield
+            return
+        with self.changed:
+            while self.writing and len(self.unflushed) + self.in_flight >= self.flush_every:
+                if self.blocked:
+                    raise OutcomesUnwritable("the database cannot take outcomes")
+                self.changed.wait(0.1)
+            self.in_flight += 1
+        try:
+            yield
+        finally:
+            with self.changed:
+                self.in_flight -= 1
+                self.changed.notify_all()
+
+    def write_while(self, running: Callable[[], bool]) -> None:
+        """Write the outcomes lanes record, as they come, while ``running()``
+        (the batch's thread, which alone has its database connection, when
+        every lane sends from a thread of its own): a write starts once three
+        quarters of ``flush_every`` are waiting, so lanes go on sending while
+        it is written, and wait only when ``flush_every`` are unwritten or in
+        flight (:meth:`slot`)."""
+        start = max(1, self.flush_every * 3 // 4)
+        self.writing = True
+        try:
+            while True:
+                with self.changed:
+                    done = not running()
+                    due = (len(self.unflushed) >= start
+                           or (self.unflushed and time.monotonic() - self.last_flush >= self.flush_seconds))
+                    if not done and not due:
+                        self.changed.wait(0.02)
+                        continue
+                self._flush_or_stop()
+                with self.changed:
+                    self.changed.notify_all()
+                if done:
+                    return
+        finally:
+            with self.changed:
+                self.writing = False
+                self.changed.notify_all()
 
     def hand(self, envelopes: list[Envelope]) -> None:
         with self.lock:
@@ -150,14 +220,19 @@ class BatchRecorder(Outcomes):
             len(self.unflushed) >= self.flush_every
             or time.monotonic() - self.last_flush >= self.flush_seconds
         ):
-            try:
-                self.flush()
-            except DATABASE_ERRORS as exc:
-                # Stop sending at once: what was sent stays in memory (unflushed)
-                # and is written by finish() once the database is back.
-                self.blocked = True
-                logger.warning("outcomes of a batch could not be written (%s): it stops sending", exc)
-                raise OutcomesUnwritable(str(exc)) from exc
+            self._flush_or_stop()
+
+    def _flush_or_stop(self) -> None:
+        try:
+            self.flush()
+        except DATABASE_ERRORS as exc:
+            # Stop sending at once: what was sent stays in memory (unflushed)
+            # and is written by finish() once the database is back.
+            self.blocked = True
+            with self.changed:
+                self.changed.notify_all()
+            logger.warning("outcomes of a batch could not be written (%s): it stops sending", exc)
+            raise OutcomesUnwritable(str(exc)) from exc
 
     def finish(self) -> None:
         """Write what is left, retrying while the database is unreachable and
@@ -253,6 +328,39 @@ class BatchRecorder(Outcomes):
         for (second, priority), pairs in sorted(groups.items()):
             publish(pairs, priority=priority, countdown=second or None)
 
+    def _write_bulk(self, now: Any, sent_ids: list[int], results: dict[int, Any],
+                    failed: list[Failed], retry: list[Retry]) -> None:
+        """PostgreSQL: every outcome of the flush in one UPDATE (see :mod:`dispatcher.bulk`)."""
+        rows = [(pk, SENT, None, results.get(pk), pk not in results) for pk in sent_ids]
+        rows += [(d.pk, FAILED, None, results.get(d.pk), d.pk not in results) for d, _ in failed]
+        rows += [(d.pk, ERROR, at, results.get(d.pk), d.pk not in results) for d, _, at in retry]
+        bulk.write_outcomes(self.token, now, rows)
+
+    def _write_orm(self, now: Any, sent_ids: list[int], results: dict[int, Any],
+                   failed: list[Failed], retry: list[Retry]) -> None:
+        """Other databases: an UPDATE per kind of outcome."""
+        owned = Dispatch.objects.filter(claim_token=self.token, status=Dispatch.Status.PROCESSING)
+        released = {"lease_expires_at": None, "claim_token": None}
+        if results:  # before the updates below release the claim token
+            owned.filter(pk__in=list(results)).update(result=Case(
+                *[When(pk=pk, then=Value(r, output_field=JSONField())) for pk, r in results.items()],
+                output_field=JSONField(),
+            ))
+        if sent_ids:
+            owned.filter(pk__in=sent_ids).update(status=Dispatch.Status.SENT, dispatched_at=now, **released)
+        if failed:
+            owned.filter(pk__in=[d.pk for d, _ in failed]).update(status=Dispatch.Status.FAILED, **released)
+        if retry:
+            owned.filter(pk__in=[d.pk for d, _, _ in retry]).update(
+                status=Dispatch.Status.ERROR,
+                queued_at=None,
+                next_attempt_at=Case(
+                    *[When(pk=d.pk, then=Value(at)) for d, _, at in retry],
+                    output_field=DateTimeField(),
+                ),
+                **released,
+            )
+
     def flush(self) -> None:
         with self.lock:  # lanes go on recording while this batch's thread writes
             if not self.unflushed:
@@ -274,32 +382,11 @@ class BatchRecorder(Outcomes):
                 delay = backoff_delay(dispatch.attempts, outcome.retry_after)
                 retry.append((dispatch, outcome, now + timedelta(seconds=delay)))
 
-        owned = Dispatch.objects.filter(claim_token=self.token, status=Dispatch.Status.PROCESSING)
-        released = {"lease_expires_at": None, "claim_token": None}
         with transaction.atomic():
-            if results:  # before the updates below release the claim token
-                owned.filter(pk__in=list(results)).update(result=Case(
-                    *[When(pk=pk, then=Value(r, output_field=JSONField())) for pk, r in results.items()],
-                    output_field=JSONField(),
-                ))
-            if sent_ids:
-                owned.filter(pk__in=sent_ids).update(
-                    status=Dispatch.Status.SENT, dispatched_at=now, **released
-                )
-            if failed:
-                owned.filter(pk__in=[d.pk for d, _ in failed]).update(
-                    status=Dispatch.Status.FAILED, **released
-                )
-            if retry:
-                owned.filter(pk__in=[d.pk for d, _, _ in retry]).update(
-                    status=Dispatch.Status.ERROR,
-                    queued_at=None,
-                    next_attempt_at=Case(
-                        *[When(pk=d.pk, then=Value(at)) for d, _, at in retry],
-                        output_field=DateTimeField(),
-                    ),
-                    **released,
-                )
+            if connection.vendor == "postgresql":
+                self._write_bulk(now, sent_ids, results, failed, retry)
+            else:
+                self._write_orm(now, sent_ids, results, failed, retry)
             errors = [(d, o, True) for d, o in failed] + [(d, o, False) for d, o, _ in retry]
             DispatchError.objects.bulk_create(
                 [_error_row(d, o, final, now) for d, o, final in errors]
@@ -358,23 +445,52 @@ def _error_row(dispatch: Dispatch, outcome: Outcome, final: bool, now: Any) -> D
 
 
 def claim(alias: str, ids: list[int], token: uuid.UUID) -> int:
-    """Take the due, claimable rows among ``ids`` with one conditional UPDATE.
+    """Take the due, claimable rows among ``ids`` with one conditional UPDATE;
+    return how many were taken (see :func:`claim_rows`)."""
+    return len(claim_rows(alias, ids, token))
+
+
+def claim_rows(alias: str, ids: list[int], token: uuid.UUID) -> list[Dispatch]:
+    """Take the due, claimable rows among ``ids`` with one conditional UPDATE,
+    and return the rows this token holds, ordered by message and id.
 
     Rows this token already holds are taken again without a second attempt
     counted: a task retried after losing the database between its claim and
     reading the rows back (same task, same token) resumes its own claim.
+    On PostgreSQL the UPDATE returns the rows it took (one round trip, and no
+    second scan of the claim-token index); elsewhere they are read back.
+    Each row's recipient (a user, when there is one) is attached, read in one
+    query, so a template that names the user costs no query per row.
     """
     now = timezone.now()
-    return Dispatch.objects.filter(
-        Q(status__in=Dispatch.CLAIMABLE, next_attempt_at__lte=now)
-        | Q(status=Dispatch.Status.PROCESSING, claim_token=token),
-        pk__in=ids, messenger=alias,
-    ).update(
-        attempts=Case(When(claim_token=token, then=F("attempts")), default=F("attempts") + 1),
-        status=Dispatch.Status.PROCESSING,
-        claim_token=token,
-        lease_expires_at=now + timedelta(seconds=settings.DISPATCHER_LEASE_SECONDS),
-    )
+    lease = now + timedelta(seconds=settings.DISPATCHER_LEASE_SECONDS)
+    if connection.vendor == "postgresql":
+        rows = bulk.claim_returning(alias, ids, token, now, lease)
+    else:
+        Dispatch.objects.filter(
+            Q(status__in=Dispatch.CLAIMABLE, next_attempt_at__lte=now)
+            | Q(status=Dispatch.Status.PROCESSING, claim_token=token),
+            pk__in=ids, messenger=alias,
+        ).update(
+            attempts=Case(When(claim_token=token, then=F("attempts")), default=F("attempts") + 1),
+            status=Dispatch.Status.PROCESSING,
+            claim_token=token,
+            lease_expires_at=lease,
+        )
+        rows = list(Dispatch.objects.filter(claim_token=token, status=Dispatch.Status.PROCESSING))
+    rows.sort(key=_batch_order)
+    users = {d.recipient_id for d in rows if d.recipient_id is not None}
+    if users:
+        field = Dispatch._meta.get_field("recipient")
+        found = field.related_model._default_manager.in_bulk(users)
+        for dispatch in rows:
+            if dispatch.recipient_id is not None:
+                field.set_cached_value(dispatch, found.get(dispatch.recipient_id))
+    return rows
+
+
+def _batch_order(dispatch: Dispatch) -> tuple[int, int]:
+    return dispatch.message_id, dispatch.pk
 
 
 def deliver_batch(alias: str, ids: list[int], token: uuid.UUID | None = None) -> BatchResult:
@@ -387,12 +503,9 @@ def deliver_batch(alias: str, ids: list[int], token: uuid.UUID | None = None) ->
     messenger = get_registered_messenger_object(alias)
     token = token or uuid.uuid4()
     try:
-        if not claim(alias, ids, token):
+        rows = claim_rows(alias, ids, token)
+        if not rows:
             return BatchResult()
-        rows = list(
-            Dispatch.objects.filter(claim_token=token, status=Dispatch.Status.PROCESSING)
-            .select_related("recipient").order_by("message_id", "id")
-        )
         # One Message object per message, not one per row as select_related
         # would make (each decoding the same JSON context again).
         messages = Message.objects.in_bulk({d.message_id for d in rows})
@@ -575,10 +688,12 @@ def _send_plain(batch: MessengerBase, recorder: BatchRecorder, gate: Gate, work:
 def _send_paced(messenger: MessengerBase, first: MessengerBase, recorder: BatchRecorder, gate: Gate,
                 work: list[Work], preempt: Preemption | None = None) -> None:
     """Envelopes one at a time, each let through by the gate (waiting at most
-    DISPATCHER_FLOW_HORIZON for its slot), from ``concurrency`` lanes: this
-    thread with the batch's copy of the messenger, and threads each with a
-    copy of their own (its own connection), so nothing mutable is shared
-    between concurrent sends but the recorder, which takes a lock."""
+    DISPATCHER_FLOW_HORIZON for its slot), from ``concurrency`` lanes: one
+    with the batch's copy of the messenger, and others each with a copy of
+    their own (its own connection), so nothing mutable is shared between
+    concurrent sends but the recorder, which takes a lock. With one lane this
+    thread sends; with more, every lane has a thread of the pool and this
+    thread writes the outcomes meanwhile (:meth:`BatchRecorder.write_while`)."""
     queue: deque[tuple[Work, Envelope]] = deque(
         (item, envelope) for item in work for envelope in item.envelopes
     )
@@ -619,7 +734,8 @@ def _send_paced(messenger: MessengerBase, first: MessengerBase, recorder: BatchR
                 time.sleep(ticket.wait)
                 slept += ticket.wait
                 last_wait = ticket.wait
-            _send(batch, recorder, item, [envelope])
+            with recorder.slot():
+                _send(batch, recorder, item, [envelope])
             gate.report([envelope], ticket.probe)
 
     def run_lane() -> None:
@@ -642,10 +758,23 @@ def _send_paced(messenger: MessengerBase, first: MessengerBase, recorder: BatchR
                 logger.warning("%s: after_send failed: %s", messenger.alias, redact(str(exc)))
             connection.close()  # this thread's own database connection
 
+    def run_first() -> None:
+        try:
+            lane(first)
+        except BaseException as exc:
+            failure.append(exc)
+            stop.set()
+
     lanes = min(gate.config.concurrency, len(queue))
-    futures = [LANES.submit(run_lane) for _ in range(1, lanes)]
+    if lanes < 2:
+        lane(first)  # one lane: this thread sends, and writes as it goes
+        return
+    # Every lane sends from a thread of the pool (the first with the batch's own
+    # copy), and this thread writes their outcomes meanwhile: no lane stops
+    # sending while outcomes are written.
+    futures = [LANES.submit(run_first)] + [LANES.submit(run_lane) for _ in range(1, lanes)]
     try:
-        lane(first)
+        recorder.write_while(lambda: not all(future.done() for future in futures))
     except BaseException:
         stop.set()
         raise

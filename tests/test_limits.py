@@ -15,6 +15,7 @@ import json
 import time
 from collections.abc import Iterator
 from io import StringIO
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -25,7 +26,7 @@ from django.utils import timezone
 
 from dispatcher import limiter
 from dispatcher.api import recipients, register_messenger_objects, schedule_messages
-from dispatcher.delivery import deliver_batch
+from dispatcher.delivery import BatchRecorder, deliver_batch
 from dispatcher.limiter import DatabaseBackend, FlowConfig, Rate, RedisBackend, parse_rate
 from dispatcher.models import Dispatch, DispatchError
 from tests.flow_messengers import CountingMessenger
@@ -342,6 +343,36 @@ def test_concurrent_lanes_send_at_once_on_copies_of_their_own(counting):
     assert counting.max_in_flight == 4
     assert len(set(counting.copies)) == 4  # four for_batch copies, one per lane, each opened and closed
     assert counting.opened == counting.closed == 4
+    assert set(Dispatch.objects.values_list("status", "attempts")) == {("sent", 1)}
+
+
+class UnwrittenWatcher(CountingMessenger):
+    """Notes, at each send, how many of its batch's sends have no written
+    outcome yet: those recorded but unwritten, and those in flight (this one too)."""
+
+    def send(self, message_cls: Any, message_model: Any, dispatch_models: Any) -> None:
+        recorder = self._recorder
+        assert isinstance(recorder, BatchRecorder)
+        for envelope in dispatch_models:
+            with self.lock:
+                unwritten = len(recorder.unflushed) + recorder.in_flight
+                self.flight["unwritten"] = max(self.flight.get("unwritten", 0), unwritten)
+            super().send(message_cls, message_model, [envelope])
+
+
+def test_lanes_send_while_their_outcomes_are_written_and_never_leave_more_than_flush_every_unwritten():
+    """With several lanes, the batch's thread writes while every lane sends;
+    a send waits while FLUSH_EVERY sends are unwritten or in flight, so the
+    bound on what a killed worker sends twice holds."""
+    watcher = UnwrittenWatcher()
+    register_messenger_objects(watcher)
+    ids = schedule([f"slow:5/{i}" for i in range(60)])
+    with override_settings(DISPATCHER_MESSENGERS=messengers(concurrency=4), DISPATCHER_FLUSH_EVERY=4,
+                           DISPATCHER_FLUSH_SECONDS=3600, DISPATCHER_PUBLISH_TASKS=False):
+        result = deliver_batch("counting", ids)
+    assert result.sent == 60
+    assert watcher.max_in_flight == 4
+    assert 0 < watcher.flight["unwritten"] <= 4
     assert set(Dispatch.objects.values_list("status", "attempts")) == {("sent", 1)}
 
 

@@ -22,11 +22,14 @@ from ..exceptions import (
 from ..redact import redact
 from .compose import (
     EMAIL_RE,
+    BodyCache,
     BounceAddress,
     DKIMSigner,
     Sender,
     WireAddress,
     build_message,
+    mail_headers,
+    plain_header_lines,
     wire_address,
 )
 from .connections import IDLE, ConnectionKey, close
@@ -145,6 +148,16 @@ class SMTPMessenger(MessengerBase):
         self.connection: smtplib.SMTP | None = None
         #: set while a transaction is open on ``connection``: such a connection is never kept
         self._in_transaction = False
+        #: The bodies a batch's copy has written (see :meth:`for_batch`); None: none kept.
+        self.bodies: BodyCache | None = None
+
+    def for_batch(self, recorder: Any) -> SMTPMessenger:
+        """A batch's copy, with a cache of its own of the bodies it writes (a
+        copy is used by one thread; the registered messenger keeps none)."""
+        clone = super().for_batch(recorder)
+        assert isinstance(clone, SMTPMessenger)
+        clone.bodies = BodyCache()
+        return clone
 
     def __repr__(self) -> str:
         return f"<SMTPMessenger {self.host}:{self.port} from={self.from_email}>"
@@ -250,6 +263,22 @@ class SMTPMessenger(MessengerBase):
             getattr(rendered, "attachments", ()),
         )
 
+    def mail_bytes(self, dispatch: Any, recipient: WireAddress) -> bytes:
+        """The bytes of :meth:`build_email`'s mail. In a batch, a mail without
+        attachments whose headers are all plain ASCII lines is written from
+        those lines and the body the batch already wrote for its message
+        (the same bytes but for a multipart's boundary, which a batch reuses)."""
+        rendered = dispatch.rendered
+        attachments: Sequence[Any] = getattr(rendered, "attachments", ())
+        if self.bodies is None or attachments:
+            return self.build_email(dispatch).as_bytes()
+        lines = plain_header_lines(mail_headers(self.sender, recipient, rendered.subject or "",
+                                                rendered.headers, self.message_id(dispatch)))
+        if lines is None:
+            return self.build_email(dispatch).as_bytes()
+        head, body = self.bodies.parts(rendered.text or "", rendered.html or "")
+        return head + lines + body
+
     def prepare(self, dispatch: Any) -> Outgoing:
         """Envelope and bytes of one dispatch; raises PermanentError if it can never be sent."""
         try:
@@ -257,7 +286,7 @@ class SMTPMessenger(MessengerBase):
         except InvalidAddress as exc:
             raise PermanentError(str(exc)) from None
         sender = self.bounce.for_dispatch(dispatch.pk) if self.bounce else self.sender.wire
-        data = self.build_email(dispatch).as_bytes()
+        data = self.mail_bytes(dispatch, recipient)
         if self.dkim is not None:
             data = self.dkim.sign(data)
         return Outgoing(sender, recipient, data)

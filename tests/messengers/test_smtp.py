@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable, Iterator
 from email import message_from_string, policy
 from email.headerregistry import Address
+from types import SimpleNamespace
 from typing import Any
 
 import dkim
@@ -496,3 +497,36 @@ def test_a_non_ascii_password_from_the_environment_stops_startup_without_showing
     assert started.returncode != 0
     assert "MessengerConfigurationError: smtp: the password has characters outside ASCII" in started.stderr
     assert not any(c in started.stderr for c in "äöΩ") and "rd-" not in started.stderr
+
+
+_BATCH_CASES = [
+    Rendered(subject="Hi", text="Hello\nthere"),
+    Rendered(subject="Héllo", text="Grüße, ça va"),
+    Rendered(subject="S", html="<p>x</p>"),
+    Rendered(subject="S", text="t", html="<p>x</p>"),
+    Rendered(subject="S", text="t", headers={"List-Unsubscribe": "<https://x.example/u>",
+                                             "Reply-To": "a@b.example", "X-Long": "v" * 1200}),
+    Rendered(subject="S", text="t", headers={"To": "Ünï <u@example.org>"}),
+    Rendered(subject="", text=""),
+    Rendered(subject="S", text="line\n.\nend\r\n"),
+]
+
+
+@pytest.mark.parametrize("rendered", _BATCH_CASES)
+def test_a_batch_writes_the_same_bytes_as_build_email(rendered):
+    """A batch's copy writes a mail from its header lines and the body it
+    already wrote for the message: byte for byte what ``build_email`` gives
+    (but the Date, and a multipart's boundary, which differ from mail to mail anyway)."""
+    messenger = SMTPMessenger("Bench <bench@example.org>")
+    batch = messenger.for_batch(Outcomes())
+
+    def normal(data: bytes) -> bytes:
+        data = re.sub(rb"Date: [^\r]*", b"Date: -", data)
+        return re.sub(rb"={15}\d+==", b"BOUNDARY", data)
+
+    for pk in (5, 6):  # the second one from the batch's cache
+        dispatch = SimpleNamespace(pk=pk, message_id=7, address="user@example.org", rendered=rendered)
+        fast = batch.prepare(dispatch).data
+        assert normal(fast) == normal(messenger.build_email(dispatch).as_bytes())
+        assert messenger.prepare(dispatch).data is not None  # the registered messenger keeps no cache
+    assert messenger.bodies is None
