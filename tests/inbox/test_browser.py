@@ -102,7 +102,10 @@ def test_write_read_reply_thread_archive_trash_undelete(driver, live_server, use
     find(driver, "#id_recipients").send_keys("b")
 
     def offered(d) -> list[str]:
-        return [o.get_attribute("value") for o in finds(d, "#inbox-recipients-list option")]
+        # Read in one script: the list is rebuilt as answers come, so elements
+        # fetched one by one can go stale between two reads.
+        return d.execute_script(
+            "return Array.from(document.querySelectorAll('#inbox-recipients-list option'), o => o.value)")
 
     wait(driver, lambda d: offered(d) == ["bob"])
     find(driver, "#id_recipients").send_keys("ob, c")
