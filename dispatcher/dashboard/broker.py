@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from celery import current_app
 
@@ -58,11 +59,24 @@ def queue_depths(aliases: list[str]) -> BrokerDepths:
         return BrokerDepths(error=text)
 
 
-def _redis_depths(url: str, options: dict, aliases: list[str]) -> dict[str, int]:
-    import redis
+_clients: dict[str, Any] = {}
 
+
+def _redis_client(url: str) -> Any:
+    """One client (and its connection pool) per broker URL and process: a
+    scrape every few seconds would otherwise open a TCP connection each time."""
+    client = _clients.get(url)
+    if client is None:
+        import redis
+
+        client = _clients[url] = redis.Redis.from_url(url, socket_timeout=TIMEOUT,
+                                                      socket_connect_timeout=TIMEOUT)
+    return client
+
+
+def _redis_depths(url: str, options: dict, aliases: list[str]) -> dict[str, int]:
     prefix = options.get("global_keyprefix", "")
-    client = redis.Redis.from_url(url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
+    client = _redis_client(url)
     try:
         with client.pipeline(transaction=False) as pipe:
             for alias in aliases:
@@ -71,8 +85,9 @@ def _redis_depths(url: str, options: dict, aliases: list[str]) -> dict[str, int]
                 for priority in REDIS_PRIORITY_STEPS:
                     pipe.llen(f"{queue}{REDIS_PRIORITY_SEP}{priority}")
             lengths = pipe.execute()
-    finally:
-        client.close()
+    except Exception:
+        _clients.pop(url, None)  # the next scrape starts from a new connection
+        raise
     per_queue = 1 + len(REDIS_PRIORITY_STEPS)
     return {
         alias: sum(lengths[i * per_queue : (i + 1) * per_queue]) for i, alias in enumerate(aliases)
