@@ -20,41 +20,22 @@ from __future__ import annotations
 import logging
 import time
 from bisect import bisect
-from typing import Any
 
 from django.conf import settings
 
-from .queues import broker_priority, dispatch_queue
+from .queues import REDIS_PRIORITY_STEPS, broker_priority, dispatch_queue, redis_client, redis_list
 
 logger = logging.getLogger(__name__)
 
-#: kombu's Redis transport: the lists of one queue, by priority step.
-PRIORITY_STEPS = (0, 3, 6, 9)
-SEPARATOR = "\x06\x16"
-
-_clients: dict[str, Any] = {}
-
-
-def _client(url: str) -> Any:
-    """One Redis client per broker URL and process (made lazily: a forked
-    worker child makes its own)."""
-    client = _clients.get(url)
-    if client is None:
-        import redis
-
-        client = _clients[url] = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
-    return client
-
-
 def _step(kombu_priority: int) -> int:
-    return PRIORITY_STEPS[bisect(PRIORITY_STEPS, kombu_priority) - 1]
+    return REDIS_PRIORITY_STEPS[bisect(REDIS_PRIORITY_STEPS, kombu_priority) - 1]
 
 
 def more_urgent_lists(queue: str, priority: int) -> list[str]:
     """Names of the Redis lists holding tasks of ``queue`` more urgent than a
     task of the dispatcher's ``priority`` (0-9, higher is more urgent)."""
     mine = _step(9 - max(0, min(9, priority)))  # kombu serves 0 first
-    return [queue if step == 0 else f"{queue}{SEPARATOR}{step}" for step in PRIORITY_STEPS if step < mine]
+    return [redis_list(queue, step) for step in REDIS_PRIORITY_STEPS if step < mine]
 
 
 class Preemption:
@@ -78,7 +59,7 @@ class Preemption:
             return False
         self.next_check = time.monotonic() + self.interval
         try:
-            pipe = _client(self.url).pipeline(transaction=False)
+            pipe = redis_client(self.url).pipeline(transaction=False)
             for name in self.lists:
                 pipe.llen(name)
             self.yielded = any(pipe.execute())

@@ -4,6 +4,8 @@ Kept free of Django imports, because the Celery app (``dispatcher/celery.py``)
 needs them when it is loaded, before Django's apps are.
 """
 
+from typing import Any
+
 DELIVER_TASK = "dispatcher.deliver"
 #: Where the sweeps and model events run; every site's workers consume it.
 HOUSEKEEPING_QUEUE = "dispatcher"
@@ -30,3 +32,33 @@ def broker_priority(priority: int, broker_url: str) -> int | None:
     if scheme in ("amqp", "amqps", "pyamqp"):
         return band
     return None
+
+
+#: kombu's Redis transport keeps a queue's tasks in one list per priority step:
+#: ``queue`` for step 0 (served first), ``queue + SEP + step`` for the others.
+REDIS_PRIORITY_SEP = "\x06\x16"
+REDIS_PRIORITY_STEPS = (0, 3, 6, 9)
+
+_redis_clients: dict[str, Any] = {}
+
+
+def redis_list(queue: str, step: int) -> str:
+    """The name of the Redis list holding ``queue``'s tasks of priority ``step``."""
+    return queue if step == 0 else f"{queue}{REDIS_PRIORITY_SEP}{step}"
+
+
+def redis_client(url: str, timeout: float = 1.0) -> Any:
+    """One Redis client (and its connection pool) per broker URL and process,
+    made on first use, so a forked worker child makes its own."""
+    client = _redis_clients.get(url)
+    if client is None:
+        import redis
+
+        client = _redis_clients[url] = redis.Redis.from_url(url, socket_timeout=timeout,
+                                                            socket_connect_timeout=timeout)
+    return client
+
+
+def forget_redis_client(url: str) -> None:
+    """After an error: the next call starts from a new connection."""
+    _redis_clients.pop(url, None)

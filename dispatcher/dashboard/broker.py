@@ -17,20 +17,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 from celery import current_app
 
 from messengers.redact import redact
 
 from ..publish import dispatch_queue
+from ..queues import REDIS_PRIORITY_STEPS, forget_redis_client, redis_client, redis_list
 
 logger = logging.getLogger("dispatcher.dashboard")
 
 TIMEOUT = 3.0
 #: kombu's Redis transport keeps priorities 3, 6 and 9 in sibling lists.
-REDIS_PRIORITY_SEP = "\x06\x16"
-REDIS_PRIORITY_STEPS = (3, 6, 9)
 
 
 @dataclass
@@ -59,36 +57,20 @@ def queue_depths(aliases: list[str]) -> BrokerDepths:
         return BrokerDepths(error=text)
 
 
-_clients: dict[str, Any] = {}
-
-
-def _redis_client(url: str) -> Any:
-    """One client (and its connection pool) per broker URL and process: a
-    scrape every few seconds would otherwise open a TCP connection each time."""
-    client = _clients.get(url)
-    if client is None:
-        import redis
-
-        client = _clients[url] = redis.Redis.from_url(url, socket_timeout=TIMEOUT,
-                                                      socket_connect_timeout=TIMEOUT)
-    return client
-
-
 def _redis_depths(url: str, options: dict, aliases: list[str]) -> dict[str, int]:
     prefix = options.get("global_keyprefix", "")
-    client = _redis_client(url)
+    client = redis_client(url, TIMEOUT)
     try:
         with client.pipeline(transaction=False) as pipe:
             for alias in aliases:
                 queue = prefix + dispatch_queue(alias)
-                pipe.llen(queue)
-                for priority in REDIS_PRIORITY_STEPS:
-                    pipe.llen(f"{queue}{REDIS_PRIORITY_SEP}{priority}")
+                for step in REDIS_PRIORITY_STEPS:
+                    pipe.llen(redis_list(queue, step))
             lengths = pipe.execute()
     except Exception:
-        _clients.pop(url, None)  # the next scrape starts from a new connection
+        forget_redis_client(url)  # the next scrape starts from a new connection
         raise
-    per_queue = 1 + len(REDIS_PRIORITY_STEPS)
+    per_queue = len(REDIS_PRIORITY_STEPS)
     return {
         alias: sum(lengths[i * per_queue : (i + 1) * per_queue]) for i, alias in enumerate(aliases)
     }
