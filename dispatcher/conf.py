@@ -26,6 +26,9 @@ DEFAULTS: dict[str, Any] = {
     #: False for a site without Celery, delivering with dispatcher_send_scheduled from cron.
     "DISPATCHER_PUBLISH_TASKS": True,
     "DISPATCHER_FLUSH_EVERY": 20,
+    #: The claim and the outcome writes as prepared statements on PostgreSQL
+    #: (False behind PgBouncer's transaction pooling before PgBouncer 1.21).
+    "DISPATCHER_PREPARED_STATEMENTS": True,
     #: Flow control (dispatcher.limiter): how far ahead a batch reserves slots,
     #: how long it waits for them, the longest countdown of a postponed row,
     #: a pause when a provider asks to wait without saying how long.

@@ -382,21 +382,26 @@ class BatchRecorder(Outcomes):
                 delay = backoff_delay(dispatch.attempts, outcome.retry_after)
                 retry.append((dispatch, outcome, now + timedelta(seconds=delay)))
 
-        with transaction.atomic():
-            if connection.vendor == "postgresql":
-                self._write_bulk(now, sent_ids, results, failed, retry)
-            else:
-                self._write_orm(now, sent_ids, results, failed, retry)
-            errors = [(d, o, True) for d, o in failed] + [(d, o, False) for d, o, _ in retry]
-            DispatchError.objects.bulk_create(
-                [_error_row(d, o, final, now) for d, o, final in errors]
-            )
-            if failed:  # the next channel of a chain, written with the outcome
-                fallback.follow([d.pk for d, _ in failed], now)
-            sent_objs = [self.dispatches[pk] for pk in sent_ids]
-            failed_objs = [d for d, _ in failed]
-            retry_objs = [d for d, _, _ in retry]
-            transaction.on_commit(lambda: signals.send_outcomes(sent_objs, failed_objs, retry_objs))
+        errors = [(d, o, True) for d, o in failed] + [(d, o, False) for d, o, _ in retry]
+        sent_objs = [self.dispatches[pk] for pk in sent_ids]
+        failed_objs = [d for d, _ in failed]
+        retry_objs = [d for d, _, _ in retry]
+        if connection.vendor == "postgresql" and not errors:
+            # One statement, committed by itself: no BEGIN and COMMIT round
+            # trips around it (a third of a flush's time when all were sent).
+            self._write_bulk(now, sent_ids, results, failed, retry)
+        else:
+            with transaction.atomic():
+                if connection.vendor == "postgresql":
+                    self._write_bulk(now, sent_ids, results, failed, retry)
+                else:
+                    self._write_orm(now, sent_ids, results, failed, retry)
+                DispatchError.objects.bulk_create(
+                    [_error_row(d, o, final, now) for d, o, final in errors]
+                )
+                if failed:  # the next channel of a chain, written with the outcome
+                    fallback.follow([d.pk for d, _ in failed], now)
+        transaction.on_commit(lambda: signals.send_outcomes(sent_objs, failed_objs, retry_objs))
         with self.lock:  # written: forget them only now, so a failed write loses nothing
             for pk, outcome in outcomes.items():
                 if self.unflushed.get(pk) is outcome:
@@ -457,8 +462,8 @@ def claim_rows(alias: str, ids: list[int], token: uuid.UUID) -> list[Dispatch]:
     Rows this token already holds are taken again without a second attempt
     counted: a task retried after losing the database between its claim and
     reading the rows back (same task, same token) resumes its own claim.
-    On PostgreSQL the UPDATE returns the rows it took (one round trip, and no
-    second scan of the claim-token index); elsewhere they are read back.
+    On PostgreSQL the UPDATE returns the rows it took (one round trip);
+    elsewhere they are read back by primary key.
     Each row's recipient (a user, when there is one) is attached, read in one
     query, so a template that names the user costs no query per row.
     """
@@ -477,7 +482,7 @@ def claim_rows(alias: str, ids: list[int], token: uuid.UUID) -> list[Dispatch]:
             claim_token=token,
             lease_expires_at=lease,
         )
-        rows = list(Dispatch.objects.filter(claim_token=token, status=Dispatch.Status.PROCESSING))
+        rows = list(Dispatch.objects.filter(pk__in=ids, claim_token=token, status=Dispatch.Status.PROCESSING))
     rows.sort(key=_batch_order)
     users = {d.recipient_id for d in rows if d.recipient_id is not None}
     if users:
@@ -553,8 +558,9 @@ class LeaseKeeper(threading.Thread):
     def renew(self) -> None:
         lease = settings.DISPATCHER_LEASE_SECONDS
         try:
-            Dispatch.objects.filter(
-                claim_token=self.recorder.token, status=Dispatch.Status.PROCESSING
+            Dispatch.objects.filter(  # by primary key: there is no index of claim tokens
+                pk__in=list(self.recorder.dispatches), claim_token=self.recorder.token,
+                status=Dispatch.Status.PROCESSING,
             ).update(lease_expires_at=timezone.now() + timedelta(seconds=lease))
         except DATABASE_ERRORS as exc:
             logger.warning("could not renew a batch's lease: %s", exc)
@@ -880,12 +886,21 @@ class Gate:
         held = self._held()
         if held is not None:
             return held
+        now = time.monotonic()
+        with self.lock:
+            if self.unmetered and now - self.checked_at < RECHECK_SECONDS:
+                return Ticket(True)  # the shared pauses were read a moment ago, as in admit()
         try:
             ticket = self.backend.take(self.config, self.horizon, take=False)
         except Exception as exc:  # the limiter is unreachable: nothing is metered here, so send
             logger.warning("%s: flow state unavailable (%s); sending unchecked", self.alias, exc)
             return Ticket(True)
-        return self._hold(ticket) if not ticket.admitted else ticket
+        if not ticket.admitted:
+            return self._hold(ticket)
+        if self.unmetered and not ticket.probe:
+            with self.lock:
+                self.checked_at = now
+        return ticket
 
     def admit(self, envelope: Envelope, hold: bool = True) -> Ticket:
         """One send: admitted (perhaps after a short wait for its slot), or not;
