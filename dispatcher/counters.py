@@ -33,9 +33,11 @@ attempts per messenger". Counting the table answers that with a scan, and at
   count, in one consistent snapshot, while writers go on.
 
 Exact: the counts by messenger and status, and the failed attempts by
-messenger and permanence. Not kept here, and read from the table through
-partial indexes that hold only live rows: what is due now and the oldest due
-pending dispatch (their cost grows with the backlog, not with the history).
+messenger and permanence. What is due now is derived: the claimable rows
+counted here less those due later, read from a partial index of the waiting
+rows; the oldest due pending dispatch is that index's first due entry. Their
+cost grows with what is scheduled ahead, not with the backlog due now nor
+with the history.
 """
 
 from __future__ import annotations
@@ -65,6 +67,13 @@ Key = tuple[str, str, str, Any]  # kind, messenger, status, day
 
 
 # -- reading -----------------------------------------------------------------------------------------
+def kept(using: str | None = None) -> bool:
+    """Whether the counts are kept as rows change (triggers: PostgreSQL and
+    SQLite), so a reader may derive from them; elsewhere they are only as
+    fresh as the last reconciliation."""
+    return connections[using or DEFAULT_DB_ALIAS].vendor in ("postgresql", "sqlite")
+
+
 def totals(kind: str = DispatchCounter.Kind.DISPATCH, using: str | None = None) -> dict[str, dict[str, int]]:
     """``{messenger: {status: count}}`` of one kind, zeros left out: one
     GROUP BY over the counter table (a few thousand rows, not the history).

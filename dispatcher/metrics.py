@@ -127,7 +127,7 @@ class DispatcherCollector(Collector):
                 dispatches.add_metric([alias, status], by_status.get(status, 0))
         yield dispatches
 
-        due, oldest = stats.backlog()
+        due, oldest = stats.backlog(counts=counts)
         due_metric = GaugeMetricFamily(
             "dispatcher_dispatches_due", "Pending and erroring dispatches due now.", labels=["messenger"]
         )

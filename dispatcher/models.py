@@ -85,6 +85,10 @@ class Dispatch(models.Model):
             # itself, so a backlog of millions costs the sweep nothing.
             models.Index(fields=["queued_at", "next_attempt_at"], name="dispatch_requeue_idx",
                          condition=models.Q(status__in=["pending", "error"])),
+            # what is due later, and the oldest due (dashboard, metrics, status):
+            # read in next_attempt_at order without visiting the rows
+            models.Index(fields=["next_attempt_at"], include=["messenger", "status"],
+                         name="dispatch_waiting_idx", condition=models.Q(status__in=["pending", "error"])),
             # cleanup of old sent rows, throughput over time
             models.Index(fields=["dispatched_at"], name="dispatch_sent_idx",
                          condition=models.Q(status="sent")),

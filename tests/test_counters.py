@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from dispatcher import counters, partitions
 from dispatcher.api import cancel, recipient_stream, recipients, retry_now, schedule_messages
+from dispatcher.dashboard import stats
 from dispatcher.delivery import deliver_batch
 from dispatcher.models import Dispatch, DispatchCounter, DispatchError
 from dispatcher.sweeps import (
@@ -318,3 +319,34 @@ def test_counters_stay_exact_under_four_worker_processes_with_random_outcomes(wo
     # One error row per failed attempt: perm fails once, temp three times (the retry limit).
     errors = counters.totals("error")["flaky"]
     assert sum(errors.values()) == sum({"ok": 0, "temp": 3, "perm": 1}[a.split("/")[0]] for a in addresses)
+
+
+@pytest.mark.django_db
+def test_due_now_derived_from_the_counters_equals_a_count_of_the_due_rows():
+    """The dashboard, the scrape and dispatcher_status take "due now" as the
+    claimable rows the counters hold less those due later (the waiting
+    index), and the oldest due from that index: the same answer as counting
+    the due rows, whatever the mix of due, scheduled, retrying and done rows."""
+    now = timezone.now()
+    rng = random.Random(19)
+    for alias in ("smtp", "flaky", "mymessenger"):
+        for _ in range(3):
+            send_at = now + timedelta(minutes=rng.choice([-90, -5, 30, 600]))
+            schedule_messages(f"to {alias}", recipients(alias, [f"{alias}{i}@example.org" for i in range(7)]),
+                              send_at=send_at)
+    rows = list(Dispatch.objects.order_by("pk"))
+    for dispatch in rng.sample(rows, 25):  # retries waiting or due, and finished rows
+        dispatch.status = rng.choice(["error", "sent", "failed", "processing"])
+        dispatch.next_attempt_at = now + timedelta(minutes=rng.choice([-3, 3]))
+        dispatch.save(update_fields=["status", "next_attempt_at"])
+    later = now + timedelta(seconds=1)
+
+    derived = stats.backlog(later)
+    counted = stats._counted_backlog(later)
+    assert derived == counted
+    assert sum(derived[0].values()) == Dispatch.objects.filter(
+        status__in=["pending", "error"], next_attempt_at__lte=later).count() > 0
+    assert derived[1] is not None and derived[1] >= timedelta(minutes=89)
+    # Nothing due: no messenger shows a negative or empty entry.
+    Dispatch.objects.filter(next_attempt_at__lte=later).update(status="sent")
+    assert stats.backlog(later) == ({}, None)

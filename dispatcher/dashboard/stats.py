@@ -43,28 +43,42 @@ def known_messengers(counts: dict[str, Any] | None = None) -> list[str]:
     return sorted(set(get_registered_messenger_objects()) | set(counts or {}))
 
 
-def due_by_messenger(now: datetime | None = None) -> dict[str, int]:
-    """Pending and erroring dispatches that are due now, per messenger.
+def backlog(now: datetime | None = None, counts: dict[str, dict[str, int]] | None = None,
+            ) -> tuple[dict[str, int], timedelta | None]:
+    """What is due now per messenger, and how long the longest-waiting due
+    PENDING dispatch has waited: what the dashboard, the metrics and
+    ``dispatcher_status`` read.
 
-    This is the database's view of the backlog: rows a worker could claim
-    right now (whether or not their task is still in the broker). It reads
-    the ``(status, next_attempt_at)`` index.
+    Where the counters are kept (see :mod:`dispatcher.counters`), due is the
+    claimable rows they count (``counts``, when the caller has read them
+    already) less those not due yet: a read of the waiting index over the
+    rows due later (retries waiting out their backoff, messages scheduled
+    ahead), and the oldest due is the first due entry of the same index. A
+    backlog of millions due now then costs what a handful does; counting
+    them, as before, read every one of them (0.9 s for 2.2 million).
+    Elsewhere the due rows are counted.
     """
     now = now or timezone.now()
-    rows = (
+    if not counters.kept():
+        return _counted_backlog(now)
+    if counts is None:
+        counts = counts_by_messenger_status()
+    waiting = dict(
         Dispatch.objects.order_by()
-        .filter(status__in=Dispatch.CLAIMABLE, next_attempt_at__lte=now)
+        .filter(status__in=Dispatch.CLAIMABLE, next_attempt_at__gt=now)
         .values_list("messenger")
         .annotate(n=Count("id"))
     )
-    return dict(rows)
+    due = {}
+    for messenger, by_status in counts.items():
+        n = sum(by_status.get(s, 0) for s in Dispatch.CLAIMABLE) - waiting.get(messenger, 0)
+        if n > 0:
+            due[messenger] = n
+    return due, oldest_due_pending(now)
 
 
-def backlog(now: datetime | None = None) -> tuple[dict[str, int], timedelta | None]:
-    """:func:`due_by_messenger` and :func:`oldest_due_pending` in one pass
-    over the claimable rows (the partial index of the backlog) instead of two:
-    what the dashboard, the metrics and ``dispatcher_status`` read."""
-    now = now or timezone.now()
+def _counted_backlog(now: datetime) -> tuple[dict[str, int], timedelta | None]:
+    """:func:`backlog` without counters: one pass over the due claimable rows."""
     rows = (
         Dispatch.objects.order_by()
         .filter(status__in=Dispatch.CLAIMABLE, next_attempt_at__lte=now)
@@ -87,9 +101,15 @@ def oldest_due_pending(now: datetime | None = None) -> timedelta | None:
     age is counted from ``next_attempt_at``, the moment it became due.
     """
     now = now or timezone.now()
-    oldest = Dispatch.objects.filter(
-        status=Dispatch.Status.PENDING, next_attempt_at__lte=now
-    ).aggregate(oldest=Min("next_attempt_at"))["oldest"]
+    # The first entry of the waiting index that is pending (not a retry):
+    # ordered and LIMITed, so it stops there however long the backlog.
+    oldest = (
+        Dispatch.objects.order_by("next_attempt_at")
+        .filter(status__in=Dispatch.CLAIMABLE, next_attempt_at__lte=now)
+        .filter(status=Dispatch.Status.PENDING)
+        .values_list("next_attempt_at", flat=True)
+        .first()
+    )
     return None if oldest is None else max(timedelta(0), now - oldest)
 
 

@@ -45,7 +45,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     counts = stats.counts_by_messenger_status()
     messengers = stats.known_messengers(counts)
-    due, oldest = stats.backlog(now)
+    due, oldest = stats.backlog(now, counts)
     broker = queue_depths(stats.known_messengers())
     failures_messenger = request.GET.get("messenger") or None
     limit = _int(request.GET.get("limit"), FAILURES_LIMIT, 1, FAILURES_MAX)

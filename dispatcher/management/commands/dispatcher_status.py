@@ -31,7 +31,7 @@ class Command(BaseCommand):
         now = timezone.now()
         try:
             counts = stats.counts_by_messenger_status()
-            due, oldest = stats.backlog(now)
+            due, oldest = stats.backlog(now, counts)
             beyond = outcomes.outcomes(counts)
         except Exception as exc:
             raise CommandError(f"could not read dispatch counts: {type(exc).__name__}: {exc}") from exc
