@@ -37,14 +37,17 @@ test-services:
 test-embedded:
 	DISPATCHER_TEST_PROFILE=embedded $(PY) pytest -m "not redis_broker and not postgresql and not partitioning and not rabbitmq"
 
-# ONLY: some benchmarks (make bench ONLY=digest,throttle); QUICK=1: small sizes, a smoke test.
-# (make itself would take `make bench --only x` as an option of its own and refuse it.)
+# ONLY: some benchmarks (make bench ONLY=digest,throttle); QUICK=1: small sizes, a smoke test;
+# SCALE=1: the scale benchmark, as `make bench-scale` (QUICK=1 works with it too).
+# (make itself would take `make bench --only x` or `--scale` as an option of its own and refuse it.)
 ONLY ?=
 QUICK ?=
+SCALE ?=
 bench: install
-	$(PY) python -m bench $(if $(ONLY),--only $(ONLY)) $(if $(QUICK),--quick)
+	$(PY) python -m bench $(if $(SCALE),--scale) $(if $(ONLY),--only $(ONLY)) $(if $(QUICK),--quick)
 
-# 1M and 10M dispatch rows: the readers (dashboard, metrics, status, admin) and a 1M fan-out
+# How cost grows with the history (10k, 100k, 1M, 10M dispatch rows): scheduling, draining,
+# the readers (dashboard, metrics, status, admin) and the sweeps at each size, then a 1M fan-out
 bench-scale: install
 	$(PY) python -m bench --scale
 

@@ -1,10 +1,14 @@
-"""``python -m bench --scale``: what operators read, at 1,000,000 and 10,000,000 dispatches.
+"""``python -m bench --scale``: how cost grows with the history, from 10,000 to 10,000,000 dispatches.
 
 Issue #19 asks that reading counts cost nothing like a scan of the history:
 with 10,000,000 dispatch rows the dashboard in 50 ms at most, a Prometheus
 scrape in 20 ms, ``dispatcher_status`` in 100 ms, the admin's dispatch list
 filtered by status or messenger in 200 ms; and that a fan-out to 1,000,000
-recipients stay within 250 MB at 40,000 dispatches a second or more.
+recipients stay within 250 MB at 40,000 dispatches a second or more. Its
+point 6 asks for one table of how every cost grows with the history: time and
+peak memory of scheduling, draining, the dashboard, the metrics, the sweeps
+and the admin at 10k, 100k, 1M and 10M rows. The same table, grown from one
+size to the next (``--sizes``), is measured at each size:
 
 1. **The table** is filled on PostgreSQL by ``INSERT ... SELECT`` over
    ``generate_series`` (a million rows a statement, with the indexes in
@@ -25,14 +29,45 @@ recipients stay within 250 MB at 40,000 dispatches a second or more.
    command ask the workers which queues they consume (a broadcast that waits
    up to a second, kept 10 s): here that answer is kept for the whole run, as
    it is for every read but one in 10 s.
-3. **The fan-out**: ``schedule_messages(message, recipient_stream("null",
-   addresses))`` in a process of its own (its peak RSS, VmHWM, is the
-   figure), a million addresses from a generator, onto the 10M-row table,
-   publishing included (tasks to the Redis database of the bench, purged
-   after).
+3. **Scheduling** (``--work``, 100,000 by default, the same at every size so
+   that only the history changes): ``schedule_messages(message,
+   recipient_stream("null", addresses))`` in a process of its own, publishing
+   included; its wall time, dispatches a second and peak RSS (VmHWM). The
+   broker is purged after, and the rows are deleted by a plain ``DELETE``
+   (the counter triggers see it), so the next steps find the history alone.
+4. **Draining** (``--work`` rows): that many PENDING rows to the ``null``
+   messenger, inserted by COPY and published by the requeue sweep (timed
+   apart: the requeue sweep's cost when it has work), then drained by one
+   worker command with two processes, as ``make bench ONLY=drain`` does. The
+   rate is taken from the rows' own ``dispatched_at``, first to last; the
+   memory is the largest VmHWM of the worker and its pool children, read
+   while it drains and before it stops. The rows, sent by then, are deleted
+   after (plain ``DELETE`` again): each size's figures are on its own history.
+5. **The sweeps** beat runs over that table, once each, in a process of
+   their own (its VmHWM is the peak RSS of the group): requeue due, reclaim
+   expired leases, cleanup of sent rows, partition maintenance (creation
+   ahead and retention by DROP), compacting and reconciling the counters,
+   the report of undelivered dispatches. Before they run the live backlog is
+   made current (each pending or erroring row ``queued_at`` now, as if a task
+   held it; each processing row's lease an hour ahead), and the retention is
+   181 days, just longer than the history: each run finds what a healthy
+   site's hourly or per-interval run finds, next to nothing, so the figure is
+   the cost of looking, the part that could grow with the table, and the
+   history stays as it is for the next size. What retiring a month costs is
+   not measured here (the generated history is six months of ``created``
+   but, by id, mostly one month's partition). The reconciliation's count of
+   corrected keys is a check: it should be 0 after the deletes above.
+6. **The fan-outs** (``--fanouts``): ``schedule_messages(message,
+   recipient_stream("null", addresses))`` in a process of its own (its peak
+   RSS, VmHWM, is the figure), a million addresses from a generator, onto the
+   largest table, publishing included (tasks to the Redis database of the
+   bench, purged after; these rows are left pending).
 
-Run it on a quiet machine: it needs about 6 GB of disk and, for 1M then 10M
-rows and a fan-out of 1M, about ten minutes (a fan-out of 10M: six more).
+Then a "how cost grows" table (markdown: an operation a row, a size a column)
+is printed after the JSON. Run it on a quiet machine: it needs about 6 GB of
+disk and, for 1M then 10M rows and a fan-out of 1M, about ten minutes
+before the per-size steps (3 to 5) were added; these add a fan-out and a
+drain of 100,000 and the sweeps at each size (not timed at 10M yet).
 """
 
 from __future__ import annotations
@@ -60,18 +95,23 @@ from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
-from django.test import Client  # noqa: E402
+from django.test import Client, override_settings  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.urls import reverse  # noqa: E402
 
-from dispatcher import counters  # noqa: E402
+from dispatcher import counters, sweeps  # noqa: E402
 from dispatcher.dashboard import workers  # noqa: E402
+from dispatcher.partitions import PartitionMaintenanceError  # noqa: E402
 
 TARGETS = {"dashboard": 50.0, "metrics": 20.0, "status": 100.0, "admin": 200.0}
 FANOUT_TARGET = {"rss_mb": 250.0, "per_second": 40_000.0}
 CHUNK = 1_000_000
 MESSAGE_EVERY = 1_000
 BACKLOG = {"pending": 20_000, "error": 1_000, "processing": 500}
+#: Scheduling and draining at every size: the same work, onto more history.
+WORK = 100_000
+#: The sweeps' retention (days): just longer than the six months of history, so nothing is past it.
+RETENTION_DAYS = 181
 #: History rows (the backlog and fan-outs are pending or processing).
 HISTORY = "SELECT count(*) FROM dispatcher_dispatch WHERE status IN ('sent', 'failed', 'cancelled')"
 
@@ -290,12 +330,26 @@ def overhead(reps: int = 200) -> dict[str, Any]:
     return found
 
 
+def _child(*args: str) -> dict[str, Any]:
+    """Run ``python -m bench.scale <args>`` and return the JSON of its last line."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    out = subprocess.run([sys.executable, "-m", "bench.scale", *args], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def _own_peak_mb() -> float:
+    """This process's VmHWM (peak resident set), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def fanout(n: int) -> dict[str, Any]:
     """One streamed fan-out to ``n`` addresses in a child process: time and peak RSS."""
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    out = subprocess.run([sys.executable, "-m", "bench.scale", "--fanout-child", str(n)], env=env,
-                         capture_output=True, text=True, check=True).stdout
-    result = json.loads(out.strip().splitlines()[-1])
+    result = _child("--fanout-child", str(n))
     from tests.services import purge_broker
 
     purge_broker()
@@ -305,32 +359,221 @@ def fanout(n: int) -> dict[str, Any]:
 def _fanout_child(n: int) -> None:
     from dispatcher.api import recipient_stream, schedule_messages
 
-    def rss_peak_mb() -> float:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
-
-    before = rss_peak_mb()
+    before = _own_peak_mb()
     addresses = (f"fan{i}@example.org" for i in range(n))
     started = time.perf_counter()
     message = "Scale: one message to many"  # a plain text message, which the null messenger takes
     result = schedule_messages(message, recipient_stream("null", addresses))
     seconds = time.perf_counter() - started
     print(json.dumps({"recipients": n, "count": result.count, "seconds": round(seconds, 1),
-                      "per_second": round(n / seconds), "peak_rss_mb": round(rss_peak_mb(), 1),
+                      "per_second": round(n / seconds), "peak_rss_mb": round(_own_peak_mb(), 1),
                       "rss_before_mb": round(before, 1)}))
 
 
-def main(sizes: list[int], fanouts: list[int]) -> dict[str, Any]:
-    results: dict[str, Any] = {"sizes": {}, "fanout": {}}
+def _last_message() -> int:
+    return int(_sql("SELECT coalesce(max(id), 0) FROM dispatcher_message")[0][0])
+
+
+def _delete_messages(ids: list[int]) -> int:
+    """Delete these messages and their dispatches (and attempts) by plain ``DELETE``:
+    the counter triggers see it, so the counters stay true without a reconciliation."""
+    if not ids:
+        return 0
+    _sql("DELETE FROM dispatcher_dispatcherror WHERE dispatch_id IN "
+         "(SELECT id FROM dispatcher_dispatch WHERE message_id = ANY(%s))", [ids])
+    deleted = _sql("WITH gone AS (DELETE FROM dispatcher_dispatch WHERE message_id = ANY(%s) RETURNING 1) "
+                   "SELECT count(*) FROM gone", [ids])[0][0]
+    _sql("DELETE FROM dispatcher_message WHERE id = ANY(%s)", [ids])
+    return int(deleted)
+
+
+def _hold_live() -> None:
+    """Make the live backlog current: a task holds each pending or erroring row
+    (``queued_at`` now) and each processing row's lease runs an hour more.
+
+    Without it the requeue sweep would publish the bench's smtp and hook
+    backlog once it is older than DISPATCHER_REQUEUE_AFTER (and the drain's
+    worker would try to deliver it), and the leases sweep would fail the
+    processing rows an hour after the load: the table would change under the
+    figures from one size, or one run, to the next."""
+    _sql("UPDATE dispatcher_dispatch SET queued_at = now() WHERE status IN ('pending', 'error')")
+    _sql("UPDATE dispatcher_dispatch SET lease_expires_at = now() + interval '1 hour' "
+         "WHERE status = 'processing'")
+
+
+def scheduling(n: int) -> dict[str, Any]:
+    """A fan-out to ``n`` recipients onto the table as it is (see the module's
+    docstring, 3), then its rows deleted, so it leaves neither tasks nor rows."""
+    before = _last_message()
+    found = fanout(n)
+    started = time.perf_counter()
+    ids = [row[0] for row in _sql("SELECT id FROM dispatcher_message WHERE id > %s", [before])]
+    found["deleted"] = _delete_messages(ids)
+    found["delete_s"] = round(time.perf_counter() - started, 1)
+    return found
+
+
+def draining(n: int) -> dict[str, Any]:
+    """``n`` pending rows published by the requeue sweep and drained by a worker
+    with two processes (see the module's docstring, 4); deleted after."""
+    # bench/__main__.py's drain helpers, imported here: the children need none of what it loads.
+    from bench.__main__ import insert_backlog, peak_rss_kb, start_worker
+    from tests.services import purge_broker, wait_for
+
+    _hold_live()  # only this step's rows are due
+    purge_broker()
+    t0 = time.perf_counter()
+    insert_backlog(n)
+    message = _last_message()
+    t1 = time.perf_counter()
+    while sweeps.requeue_due():
+        pass
+    t2 = time.perf_counter()
+    peak = 0
+    worker = start_worker("scale-drain", 2)
+    start = time.perf_counter()
+    try:
+        def drained() -> bool:
+            nonlocal peak
+            peak = max(peak, peak_rss_kb(worker.proc.pid))
+            return not _sql("SELECT 1 FROM dispatcher_dispatch WHERE message_id = %s "
+                            "AND status IN ('pending', 'processing') LIMIT 1", [message])
+
+        wait_for(drained, 3600, 0.5, "the drain's rows to be sent")
+        elapsed = time.perf_counter() - start
+        peak = max(peak, peak_rss_kb(worker.proc.pid))
+    finally:
+        worker.stop()
+    sent, span = _sql("SELECT count(*), extract(epoch FROM max(dispatched_at) - min(dispatched_at)) "
+                      "FROM dispatcher_dispatch WHERE message_id = %s AND status = 'sent'", [message])[0]
+    t3 = time.perf_counter()
+    deleted = _delete_messages([message])
+    delete_s = time.perf_counter() - t3
+    purge_broker()
+    return {"backlog": n, "insert_s": round(t1 - t0, 1), "publish_s": round(t2 - t1, 2), "sent": sent,
+            "drain_s": round(elapsed, 1),
+            "drained_per_s": round((sent - 1) / float(span)) if span else 0,
+            "worker_peak_rss_mb": round(peak / 1024, 1), "deleted": deleted, "delete_s": round(delete_s, 1)}
+
+
+def sweep_costs() -> dict[str, Any]:
+    """Each sweep once, in a process of its own (see the module's docstring, 5)."""
+    from tests.services import purge_broker
+
+    _hold_live()
+    found = _child("--sweeps-child")
+    purge_broker()  # nothing should have been requeued; if something was, no later step drains it
+    return found
+
+
+def _sweeps_child() -> None:
+    def partitions_report() -> dict[str, Any]:
+        try:
+            report = sweeps.maintain_partitions(days=RETENTION_DAYS)
+        except PartitionMaintenanceError as exc:
+            return {"error": str(exc)}
+        return {"created": len(report.created), "dropped": len(report.dropped), "held": len(report.held)}
+
+    runs: list[tuple[str, Callable[[], Any]]] = [
+        ("requeue_due", sweeps.requeue_due),
+        ("reclaim_expired_leases", sweeps.reclaim_expired_leases),
+        ("cleanup_sent", lambda: sweeps.cleanup_sent(days=RETENTION_DAYS)),
+        ("maintain_partitions", partitions_report),
+        ("compact_counters", sweeps.compact_counters),
+        ("reconcile_counters", sweeps.reconcile_counters),
+        ("report_undelivered", sweeps.report_undelivered),
+    ]
+    connection.ensure_connection()  # beat's worker has its connection open: not counted
+    before = _own_peak_mb()
+    found: dict[str, Any] = {}
+    # report_undelivered mails ADMINS: nowhere but memory here.
+    with override_settings(EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend"):
+        for name, run in runs:
+            started = time.perf_counter()
+            result = run()
+            found[name] = {"ms": round((time.perf_counter() - started) * 1000, 1), "result": result}
+    found["peak_rss_mb"] = round(_own_peak_mb(), 1)
+    found["rss_before_mb"] = round(before, 1)
+    print(json.dumps(found))
+
+
+def _short(size: int) -> str:
+    for unit, name in ((1_000_000, "M"), (1_000, "k")):
+        if size >= unit and size % unit == 0:
+            return f"{size // unit}{name}"
+    return f"{size:,}"
+
+
+def _figure(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float) and value < 100:
+        return f"{value:.1f}"
+    return f"{round(value):,}"
+
+
+def cost_table(results: dict[str, Any]) -> str:
+    """The "how cost grows" table (issue #19, point 6), in markdown: an operation
+    and its unit a row, a size of the history a column."""
+    work = results.get("work", WORK)
+
+    def at(*path: str) -> Callable[[dict[str, Any]], Any]:
+        def get(found: dict[str, Any]) -> Any:
+            for key in path:
+                if not isinstance(found, dict) or key not in found:
+                    return None
+                found = found[key]
+            return found
+        return get
+
+    rows: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
+        (f"scheduling: fan-out of {work:,} (its own process), s", at("scheduling", "seconds")),
+        ("scheduling, dispatches/s", at("scheduling", "per_second")),
+        ("scheduling, peak RSS, MB", at("scheduling", "peak_rss_mb")),
+        (f"requeue sweep publishing {work:,} due rows, s", at("draining", "publish_s")),
+        (f"draining {work:,} (a worker, 2 processes, null messenger), dispatches/s",
+         at("draining", "drained_per_s")),
+        ("draining, peak RSS of the largest worker process, MB", at("draining", "worker_peak_rss_mb")),
+        ("dashboard page, ms", at("dashboard_ms")),
+        ("metrics scrape, ms", at("metrics_ms")),
+        ("`dispatcher_status`, ms", at("status_ms")),
+        ("admin list, unfiltered, ms", at("admin_ms", "unfiltered")),
+        ("admin list, worst filter, ms", at("admin_worst_filtered_ms")),
+        ("sweep: requeue due (nothing due), ms", at("sweeps", "requeue_due", "ms")),
+        ("sweep: reclaim expired leases (none expired), ms", at("sweeps", "reclaim_expired_leases", "ms")),
+        ("sweep: clean up sent rows (none past retention), ms", at("sweeps", "cleanup_sent", "ms")),
+        ("sweep: maintain partitions (none to drop), ms", at("sweeps", "maintain_partitions", "ms")),
+        ("sweep: compact counters, ms", at("sweeps", "compact_counters", "ms")),
+        ("sweep: reconcile counters (daily; a full count), ms", at("sweeps", "reconcile_counters", "ms")),
+        ("sweep: report undelivered (last 24 h), ms", at("sweeps", "report_undelivered", "ms")),
+        ("sweeps, peak RSS of their process, MB", at("sweeps", "peak_rss_mb")),
+        ("counter keys the reconciliation corrected (0: consistent)",
+         at("sweeps", "reconcile_counters", "result")),
+    ]
+    sizes = results["sizes"]
+    lines = ["| history rows | " + " | ".join(_short(int(size)) for size in sizes) + " |",
+             "| --- |" + " --- |" * len(sizes)]
+    for label, get in rows:
+        lines.append(f"| {label} | " + " | ".join(_figure(get(found)) for found in sizes.values()) + " |")
+    return "\n".join(lines)
+
+
+def main(sizes: list[int], fanouts: list[int], work: int = WORK) -> dict[str, Any]:
+    results: dict[str, Any] = {"sizes": {}, "fanout": {}, "work": work}
     # A table already grown (an earlier run) is measured again as it is, or grown further.
     if sizes and _sql(HISTORY)[0][0] > sizes[0]:
         empty()
     for size in sizes:
         print(f"scale: filling {size:,} rows ...", file=sys.stderr, flush=True)
-        results["sizes"][size] = {**grow(size), **readers()}
-        print(f"  {json.dumps(results['sizes'][size])}", file=sys.stderr, flush=True)
+        found = results["sizes"][size] = {**grow(size), **readers()}
+        if work:
+            print(f"scale: scheduling {work:,} onto {size:,} rows ...", file=sys.stderr, flush=True)
+            found["scheduling"] = scheduling(work)
+            print(f"scale: draining {work:,} ...", file=sys.stderr, flush=True)
+            found["draining"] = draining(work)
+        print("scale: the sweeps ...", file=sys.stderr, flush=True)
+        found["sweeps"] = sweep_costs()
+        print(f"  {json.dumps(found)}", file=sys.stderr, flush=True)
     if sizes:
         print("scale: what the triggers add to the hot path ...", file=sys.stderr, flush=True)
         results["trigger_overhead"] = overhead()
@@ -361,18 +604,37 @@ def main(sizes: list[int], fanouts: list[int]) -> dict[str, Any]:
 if __name__ == "__main__":
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__)
-    parser.add_argument("--sizes", default="1000000,10000000")
-    parser.add_argument("--fanouts", default="1000000")
-    parser.add_argument("--fanout-child", type=int)
+    parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", help="history sizes, comma-separated (default 10k,100k,1M,10M; "
+                                        "--quick: 10k,100k)")
+    parser.add_argument("--fanouts", help="fan-outs onto the largest table (default 1000000; --quick: none)")
+    parser.add_argument("--work", type=int,
+                        help=f"scheduled and drained at each size (default {WORK:,}; "
+                             "--quick: 20,000; 0: skip)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
+    parser.add_argument("--fanout-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--sweeps-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.fanout_child:
         _fanout_child(args.fanout_child)
         sys.exit(0)
+    if args.sweeps_child:
+        _sweeps_child()
+        sys.exit(0)
     call_command("migrate", verbosity=0)
-    sizes = [int(s) for s in args.sizes.split(",") if s]
-    report = main(sizes, [int(s) for s in args.fanouts.split(",") if s])
+    if args.quick:
+        sizes_arg, fanouts_arg, work = "10000,100000", "", 20_000
+    else:
+        sizes_arg, fanouts_arg, work = "10000,100000,1000000,10000000", "1000000", WORK
+    sizes_arg = sizes_arg if args.sizes is None else args.sizes
+    fanouts_arg = fanouts_arg if args.fanouts is None else args.fanouts
+    work = work if args.work is None else args.work
+    report = main([int(s) for s in sizes_arg.split(",") if s], [int(s) for s in fanouts_arg.split(",") if s],
+                  work)
     out = settings.VAR_DIR / "bench" / "scale.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
+    print("\nHow cost grows with the history:\n")
+    print(cost_table(report))
