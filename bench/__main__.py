@@ -766,5 +766,6 @@ def run_scale(quick: bool) -> int:
     print(f"\nwritten to {out}")
     return 0
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,7 +7,7 @@ from django.contrib.admin.filters import AllValuesFieldListFilter, FieldListFilt
 from django.contrib.admin.utils import get_last_value_from_parameters
 from django.contrib.admin.views.main import ORDER_VAR, PAGE_VAR, ChangeList
 from django.contrib.contenttypes.models import ContentType
-from django.core.paginator import Paginator
+from django.core.paginator import Page, Paginator
 from django.db.models import Field, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
@@ -125,6 +125,21 @@ class CountedPaginator(Paginator):
         if self.known is not None:
             return self.known
         return self.object_list.order_by()[: COUNT_CAP + 1].count()
+
+    def page(self, number: Any) -> Page:
+        """A page in two reads: its ids, then its rows. Asked for whole rows,
+        PostgreSQL reads the primary key backwards and checks each row's
+        status, which is the cheapest plan until a backlog holds the newest
+        ids: behind a million pending rows, the first page of sent ones took
+        700 ms. Asked for ids alone, it reads the filter's own index, (status,
+        id) or (messenger, id), without visiting the rows."""
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        top = bottom + self.per_page
+        if top + self.orphans >= self.count:
+            top = self.count
+        ids = list(self.object_list.values_list("pk", flat=True)[bottom:top])
+        return self._get_page(self.object_list.filter(pk__in=ids), number, self)
 
 
 class MessengerFilter(AllValuesFieldListFilter):

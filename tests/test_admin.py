@@ -93,3 +93,20 @@ def test_model_event_subscription_admin_offers_watched_models_and_validates(staf
         "filters": "{}", "subject_template": "New: {{ full_name }}", "body_template": "", "active": "on",
     })
     assert ModelEventSubscription.objects.get().subject_template == "New: {{ full_name }}"
+
+
+def test_changelist_pages_are_read_by_ids_and_keep_order_and_filters(staff):
+    """The list reads a page's ids first, then its rows (see CountedPaginator.page):
+    every page holds the filter's rows, newest first, none twice, none lost, even
+    with the newest ids taken by other rows (a backlog)."""
+    [(_, sent)] = schedule_messages("old", recipients("flaky", [f"ok/{i}" for i in range(230)]))
+    Dispatch.objects.filter(pk__in=[d.pk for d in sent]).update(status="sent")
+    schedule_messages("backlog", recipients("flaky", [f"ok/b{i}" for i in range(120)]))
+    url = reverse("admin:dispatcher_dispatch_changelist")
+    seen: list[int] = []
+    for number in (1, 2, 3):
+        response = staff.get(url, {"status__exact": "sent", "p": number})
+        rows = list(response.context["cl"].result_list)
+        assert all(d.status == "sent" for d in rows)
+        seen += [d.pk for d in rows]
+    assert seen == sorted((d.pk for d in sent), reverse=True)
