@@ -101,12 +101,13 @@ def oldest_due_pending(now: datetime | None = None) -> timedelta | None:
     age is counted from ``next_attempt_at``, the moment it became due.
     """
     now = now or timezone.now()
-    # The first entry of the waiting index that is pending (not a retry):
-    # ordered and LIMITed, so it stops there however long the backlog.
+    # The first pending entry of the waiting index (PostgreSQL proves the
+    # index's condition from status = pending; naming both statuses as well
+    # made it count the status twice, expect 50 rows where there were 20,000,
+    # and sort them all): ordered and LIMITed, it stops there.
     oldest = (
         Dispatch.objects.order_by("next_attempt_at")
-        .filter(status__in=Dispatch.CLAIMABLE, next_attempt_at__lte=now)
-        .filter(status=Dispatch.Status.PENDING)
+        .filter(status=Dispatch.Status.PENDING, next_attempt_at__lte=now)
         .values_list("next_attempt_at", flat=True)
         .first()
     )
