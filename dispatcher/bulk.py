@@ -19,6 +19,7 @@ from __future__ import annotations
 import gc
 import json
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -71,6 +72,86 @@ def insert_dispatches(
     return len(targets)
 
 
+class StreamWriter:
+    """Writes a fan-out's chunks one after the other (PostgreSQL: COPY), each
+    while the caller reads and checks the next.
+
+    A chunk's COPY runs in a thread of its own on this connection (so in its
+    transaction: the fan-out stays all or nothing), while this thread checks
+    and formats the next chunk: the database inserting and the process
+    checking addresses take about as long, and one after the other, a
+    fan-out of a million waited for each in turn. The ids come from the
+    table's identity, not from a query before each chunk. At most one chunk
+    is being written and one being prepared, so memory stays flat. Should
+    checking the next chunk need the database (a user's address read from a
+    related row), it waits for the COPY to finish: psycopg serializes the
+    connection's use. Other databases insert each chunk as it comes.
+    """
+
+    def __init__(self, message: Message, due: datetime, queued_at: datetime | None, now: datetime):
+        self.message, self.due, self.queued_at, self.now = message, due, queued_at, now
+        self.copying = connection.vendor == "postgresql"
+        self.pending: Future[None] | None = None
+        self.pool = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="dispatcher-copy")
+                     if self.copying else None)
+
+    def write(self, targets: Sequence[Any]) -> int:
+        if not self.copying:
+            return insert_dispatches(self.message, targets, self.due, self.queued_at, self.now)
+        text = _copy_text(self.message, targets, self.due, self.queued_at, self.now)
+        self.wait()
+        assert self.pool is not None
+        connection.ensure_connection()
+        self.pending = self.pool.submit(_copy_in, connection.connection, text)
+        return len(targets)
+
+    def wait(self) -> None:
+        """Until the chunk being written is in (its error raised here, as Django's)."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            with connection.wrap_database_errors:
+                pending.result()
+
+    def close(self) -> None:
+        """Wait for the last chunk (also when the fan-out failed: the transaction
+        is rolled back only once no COPY is running), and stop the thread."""
+        try:
+            if self.pending is not None:
+                self.pending.exception()  # finished, whatever the outcome
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True)
+
+
+#: The columns a streamed fan-out writes: the id is the table's identity.
+STREAM_COLUMNS = COLUMNS[1:]
+
+
+def _copy_text(message: Message, targets: Sequence[Any], due: datetime, queued_at: datetime | None,
+               now: datetime) -> str:
+    """The rows in COPY's text format, without ids."""
+    fixed = _fixed(due, queued_at, now)
+    return "".join(
+        f"{message.pk}\t{_text(messenger)}\t{user.pk if user is not None else NULL}\t"
+        f"{_text(address)}\t{fixed}\n"
+        for messenger, address, user in targets
+    )
+
+
+def _copy_in(raw: psycopg.Connection[Any], text: str) -> None:
+    """COPY ``text`` in on ``raw`` (Django's connection's psycopg connection)."""
+    with raw.cursor() as cursor, cursor.copy(
+        f"COPY {Dispatch._meta.db_table} ({', '.join(STREAM_COLUMNS)}) FROM STDIN"
+    ) as copy:
+        copy.write(text)
+
+
+def _fixed(due: datetime, queued_at: datetime | None, now: datetime) -> str:
+    """The columns every row of a fan-out shares, in COPY's text format."""
+    return "\t".join([str(Dispatch.Status.PENDING), "0", due.isoformat(),
+                      queued_at.isoformat() if queued_at else NULL, now.isoformat()])
+
+
 def _copy(message: Message, targets: Sequence[Any], due: datetime, queued_at: datetime | None,
           now: datetime) -> list[Dispatch]:
     ids = _copy_rows(message, targets, due, queued_at, now)
@@ -100,11 +181,9 @@ def _copy_rows(message: Message, targets: Sequence[Any], due: datetime, queued_a
             [table, len(targets)],
         )
         ids = [row[0] for row in cursor.fetchall()]
-        status = str(Dispatch.Status.PENDING)
         columns = ", ".join(COLUMNS)
         # COPY's text format, written in chunks: much faster than write_row().
-        fixed = "\t".join([status, "0", due.isoformat(),
-                           queued_at.isoformat() if queued_at else "\\N", now.isoformat()])
+        fixed = _fixed(due, queued_at, now)
         with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
             for start in range(0, len(ids), 10_000):
                 copy.write("".join(

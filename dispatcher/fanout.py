@@ -1,8 +1,9 @@
 """Fan-outs too large to hold in memory: a million users, ten million addresses.
 
 A :class:`~dispatcher.recipients.RecipientStream` is read, checked and
-written chunk by chunk (COPY on PostgreSQL), so memory stays flat whatever the
-audience; the caller gets a :class:`FanOut` summary, not a million objects.
+written chunk by chunk (COPY on PostgreSQL, each chunk's while the next is
+read and checked: :class:`~dispatcher.bulk.StreamWriter`), so memory stays
+flat whatever the audience; the caller gets a :class:`FanOut` summary, not a million objects.
 It is still all or nothing: every chunk is written in one transaction, and an
 invalid recipient anywhere rolls all of it back (unless the stream skips
 invalid ones). Tasks are published after the commit, reading the ids back in
@@ -19,7 +20,7 @@ from typing import Any
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
-from .bulk import insert_dispatches
+from .bulk import StreamWriter
 from .exceptions import InvalidRecipient, NoRecipients
 from .messages import MessageBase
 from .models import Dispatch, Message
@@ -73,9 +74,14 @@ def schedule_stream(
                 idempotency_key=idempotency_key, created=now,
             )
             count = skipped = 0
-            for chunk, skipped_here in stream.chunks():
-                count += insert_dispatches(row, chunk, due, queued_at, now)
-                skipped += skipped_here
+            writer = StreamWriter(row, due, queued_at, now)
+            try:
+                for chunk, skipped_here in stream.chunks():
+                    count += writer.write(chunk)  # while the chunk before is being written
+                    skipped += skipped_here
+                writer.wait()
+            finally:
+                writer.close()
             if not count:
                 raise NoRecipients("the recipient stream is empty")
             if queued_at is not None:

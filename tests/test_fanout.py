@@ -63,3 +63,19 @@ def test_an_empty_stream_and_a_wrong_messenger_are_refused():
     with pytest.raises(InvalidRecipient, match="cannot be sent through 'mymessenger'"):
         schedule_messages(EmailTextMessage("s", "t"), recipient_stream("mymessenger", ["a"]))
     assert not Message.objects.exists()
+
+
+def test_checking_the_next_chunk_may_read_the_database_while_one_is_written(django_user_model):
+    """Each chunk is written while the next is checked (bulk.StreamWriter); a
+    check that needs the database (here every user's deferred e-mail, read
+    one query each) waits for the write in progress and loses nothing."""
+    django_user_model.objects.bulk_create(
+        [django_user_model(username=f"d{i}", email=f"d{i}@example.org") for i in range(120)]
+    )
+    users = list(django_user_model.objects.only("pk", "username").order_by("pk"))
+    result = schedule_messages(EmailTextMessage("Hello", "Body"),
+                               recipient_stream("smtp", users, chunk_size=25))
+    assert result.count == 120
+    expected = sorted(f"d{i}@example.org" for i in range(120))
+    assert sorted(Dispatch.objects.values_list("address", flat=True)) == expected
+    assert Dispatch.objects.filter(recipient__isnull=False).count() == 120
