@@ -203,6 +203,17 @@ def schedule(addresses: list[str]) -> list[int]:
     return [d.pk for d in dispatches]
 
 
+def faster_than(sent_at: list[float], interval: float, jitter: float = 0.02) -> list[tuple[int, int]]:
+    """Pairs of sends closer than the rate allows: the k-th send after another
+    at least k intervals later. A limit reserves slots; a thread may wake a few
+    ms after its slot and the next one on time, so the instants get ``jitter``
+    (one send late by 11 ms under a loaded machine made a gap of 0.189 s
+    between two slots 0.2 s apart). A burst is still caught: n + 1 sends in
+    less than n intervals."""
+    return [(i, j) for i in range(len(sent_at)) for j in range(i + 1, len(sent_at))
+            if sent_at[j] - sent_at[i] < (j - i) * interval - jitter]
+
+
 def test_a_rate_limited_batch_sends_what_fits_and_postpones_the_rest_without_an_attempt(counting):
     ids = schedule([f"ok/{i}" for i in range(12)])
     with override_settings(DISPATCHER_MESSENGERS=messengers(rate="5/s"), DISPATCHER_FLOW_HORIZON=0.5,
@@ -211,8 +222,7 @@ def test_a_rate_limited_batch_sends_what_fits_and_postpones_the_rest_without_an_
         # The first slot now, then one 0.2 s later and another 0.2 s after
         # that; then the batch has waited its 0.3 s and gives the rest back.
         assert result.sent == 3 and len(counting.sent_at) == 3
-        gaps = [b - a for a, b in zip(counting.sent_at, counting.sent_at[1:], strict=False)]
-        assert all(gap >= 0.19 for gap in gaps), gaps
+        assert not faster_than(counting.sent_at, 0.2), counting.sent_at
         held = Dispatch.objects.exclude(status="sent")
         assert held.count() == 9
         assert set(held.values_list("status", "attempts")) == {("pending", 0)}
@@ -228,8 +238,8 @@ def test_a_rate_limited_batch_sends_what_fits_and_postpones_the_rest_without_an_
                 deliver_batch("counting", due_ids)
             time.sleep(0.05)
     assert set(Dispatch.objects.values_list("status", "attempts")) == {("sent", 1)}
-    gaps = [b - a for a, b in zip(counting.sent_at, counting.sent_at[1:], strict=False)]
-    assert min(gaps) >= 0.19, gaps  # never faster than 5/s, across batches too
+    # never faster than 5/s, across batches too
+    assert not faster_than(counting.sent_at, 0.2), counting.sent_at
 
 
 def test_a_lane_waits_for_a_slot_past_the_horizon_within_its_budget(counting):
@@ -239,8 +249,7 @@ def test_a_lane_waits_for_a_slot_past_the_horizon_within_its_budget(counting):
         result = deliver_batch("counting", ids)
     # Now, then after 0.5 s and 1.0 s of waiting; a third wait would pass 1.2 s: the rest go back.
     assert result.sent == 3
-    gaps = [b - a for a, b in zip(counting.sent_at, counting.sent_at[1:], strict=False)]
-    assert all(gap >= 0.49 for gap in gaps), gaps
+    assert not faster_than(counting.sent_at, 0.5), counting.sent_at
     assert set(Dispatch.objects.exclude(status="sent").values_list("status", "attempts")) == {("pending", 0)}
 
 
