@@ -45,31 +45,18 @@ def create_dispatches(
     """Insert one PENDING dispatch per ``(messenger, address, user)`` target."""
     if connection.vendor == "postgresql" and len(targets) > 50:
         return _copy(message, targets, due, queued_at, now)
+    return _bulk_create(message, targets, due, queued_at, now)
+
+
+def _bulk_create(message: Message, targets: Sequence[Any], due: datetime, queued_at: datetime | None,
+                 now: datetime) -> list[Dispatch]:
+    """Other databases than PostgreSQL (and small lists): Django's ``bulk_create``."""
     dispatches = [
         Dispatch(message=message, messenger=t[0], recipient=t[2], address=t[1],
                  next_attempt_at=due, queued_at=queued_at, created=now)
         for t in targets
     ]
     return Dispatch.objects.bulk_create(dispatches, batch_size=BULK_BATCH_SIZE)
-
-
-def insert_dispatches(
-    message: Message,
-    targets: Sequence[Any],
-    due: datetime,
-    queued_at: datetime | None,
-    now: datetime,
-) -> int:
-    """Insert the dispatches and return how many, building no objects: the
-    writer of fan-outs too large to return (see :mod:`dispatcher.fanout`)."""
-    if connection.vendor == "postgresql":
-        return len(_copy_rows(message, targets, due, queued_at, now))
-    Dispatch.objects.bulk_create(
-        [Dispatch(message=message, messenger=t[0], recipient=t[2], address=t[1],
-                  next_attempt_at=due, queued_at=queued_at, created=now) for t in targets],
-        batch_size=BULK_BATCH_SIZE,
-    )
-    return len(targets)
 
 
 class StreamWriter:
@@ -90,17 +77,16 @@ class StreamWriter:
 
     def __init__(self, message: Message, due: datetime, queued_at: datetime | None, now: datetime):
         self.message, self.due, self.queued_at, self.now = message, due, queued_at, now
-        self.copying = connection.vendor == "postgresql"
         self.pending: Future[None] | None = None
+        #: Only on PostgreSQL: the thread that runs each chunk's COPY.
         self.pool = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="dispatcher-copy")
-                     if self.copying else None)
+                     if connection.vendor == "postgresql" else None)
 
     def write(self, targets: Sequence[Any]) -> int:
-        if not self.copying:
-            return insert_dispatches(self.message, targets, self.due, self.queued_at, self.now)
-        text = _copy_text(self.message, targets, self.due, self.queued_at, self.now)
+        if self.pool is None:
+            return len(_bulk_create(self.message, targets, self.due, self.queued_at, self.now))
+        text = _copy_text(self.message, targets, _fixed(self.due, self.queued_at, self.now))
         self.wait()
-        assert self.pool is not None
         connection.ensure_connection()
         self.pending = self.pool.submit(_copy_in, connection.connection, text)
         return len(targets)
@@ -127,15 +113,17 @@ class StreamWriter:
 STREAM_COLUMNS = COLUMNS[1:]
 
 
-def _copy_text(message: Message, targets: Sequence[Any], due: datetime, queued_at: datetime | None,
-               now: datetime) -> str:
-    """The rows in COPY's text format, without ids."""
-    fixed = _fixed(due, queued_at, now)
-    return "".join(
+def _copy_text(message: Message, targets: Sequence[Any], fixed: str, ids: Sequence[int] | None = None) -> str:
+    """Rows in COPY's text format (``fixed``: the columns they share), each
+    after its id when ``ids`` are given (else the table's identity gives one)."""
+    rows = (
         f"{message.pk}\t{_text(messenger)}\t{user.pk if user is not None else NULL}\t"
         f"{_text(address)}\t{fixed}\n"
         for messenger, address, user in targets
     )
+    if ids is None:
+        return "".join(rows)
+    return "".join(f"{pk}\t{row}" for pk, row in zip(ids, rows, strict=True))
 
 
 def _copy_in(raw: psycopg.Connection[Any], text: str) -> None:
@@ -186,13 +174,8 @@ def _copy_rows(message: Message, targets: Sequence[Any], due: datetime, queued_a
         fixed = _fixed(due, queued_at, now)
         with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
             for start in range(0, len(ids), 10_000):
-                copy.write("".join(
-                    f"{pk}\t{message.pk}\t{_text(messenger)}\t"
-                    f"{user.pk if user is not None else NULL}\t{_text(address)}\t{fixed}\n"
-                    for pk, (messenger, address, user) in zip(
-                        ids[start : start + 10_000], targets[start : start + 10_000], strict=True
-                    )
-                ))
+                copy.write(_copy_text(message, targets[start : start + 10_000], fixed,
+                                      ids[start : start + 10_000]))
     return ids
 
 

@@ -888,8 +888,8 @@ class Gate:
             return held
         now = time.monotonic()
         with self.lock:
-            if self.unmetered and now - self.checked_at < RECHECK_SECONDS:
-                return Ticket(True)  # the shared pauses were read a moment ago, as in admit()
+            if self._read_lately(now):
+                return Ticket(True)
         try:
             ticket = self.backend.take(self.config, self.horizon, take=False)
         except Exception as exc:  # the limiter is unreachable: nothing is metered here, so send
@@ -897,10 +897,18 @@ class Gate:
             return Ticket(True)
         if not ticket.admitted:
             return self._hold(ticket)
-        if self.unmetered and not ticket.probe:
+        self._read_at(now)
+        return ticket
+
+    def _read_lately(self, now: float) -> bool:
+        """Nothing to take per send (no rate, no quota, no circuit) and the
+        shared pauses were read a moment ago: no need to ask again. Under the lock."""
+        return self.unmetered and now - self.checked_at < RECHECK_SECONDS
+
+    def _read_at(self, now: float) -> None:
+        if self.unmetered:
             with self.lock:
                 self.checked_at = now
-        return ticket
 
     def admit(self, envelope: Envelope, hold: bool = True) -> Ticket:
         """One send: admitted (perhaps after a short wait for its slot), or not;
@@ -915,9 +923,7 @@ class Gate:
             until = self.paused.get(scope, 0.0)
             if until > now:  # paused from this very batch: no need to ask
                 return Ticket(False, until - now, "paused", False)
-            if self.unmetered and now - self.checked_at < RECHECK_SECONDS:
-                # Nothing to take for this send (no rate, no quota, no circuit):
-                # the shared pauses were read a moment ago.
+            if self._read_lately(now):
                 return Ticket(True)
         try:
             ticket = self.backend.take(self.config, self.horizon, scope=scope, recipient=envelope.address)
@@ -929,9 +935,7 @@ class Gate:
             return self._hold(Ticket(False, 5.0, "limiter unavailable", True))
         if not ticket.admitted:
             return self._hold(ticket) if hold else ticket
-        if self.unmetered:
-            with self.lock:
-                self.checked_at = now
+        self._read_at(now)
         return ticket
 
     def postpone(self, envelope: Any, ticket: Ticket) -> None:
